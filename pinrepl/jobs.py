@@ -1,0 +1,251 @@
+"""Jobs and their registry: the `BackgroundJob` base class, and discovery of `jobs/**.py`.
+
+A job's name is its file's path under the jobs folder without `.py`, underscores turned to
+dashes. Each file is imported once per discovery; a file that cannot be used becomes a
+`JobLoadError` in `JobRegistry.errors` and every other job stays usable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import re
+import sys
+import traceback
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobLoadError, UnknownBackgroundJob
+
+if TYPE_CHECKING:
+    from .database import Database, Query
+    from .schedules import Schedule
+    from .workspace import Workspace
+
+JOB_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)*")
+_packages = itertools.count()
+_package_roots: dict[str, Path] = {}
+
+
+class BackgroundJob:
+    """Subclass this in a file of `jobs/`; override `run()`, optionally `meta()` and
+    `tenants_filter()`. Custom properties are plain class attributes."""
+
+    #: Run once per tenant. `None` means the app's `multi_tenant` setting.
+    multi_tenant: bool | None = None
+    #: How many tenants of a fan-out may run at once (1: one after another).
+    tenant_concurrency: int = 1
+
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace
+        self._schedules: list[str] = []
+
+    def meta(self) -> None:
+        """Called once when the job is loaded; call `self.schedule(cron)` here."""
+
+    def schedule(self, cron: str) -> None:
+        """Add a cron schedule: 5 fields, or 6 with seconds first."""
+        self._schedules.append(cron)
+
+    def tenants_filter(self, tenants: Query) -> Query:
+        """Which tenants a multi-tenant run covers (default: all)."""
+        return tenants
+
+    async def run(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    # -- the workspace's services ---------------------------------------------------------
+
+    @property
+    def database(self) -> Database:
+        return self._services().database
+
+    @property
+    def run_background_job(self):  # type: ignore[no-untyped-def]
+        return self._services().run_background_job
+
+    @property
+    def initial_params(self) -> dict[str, Any]:
+        return self._services().initial_params
+
+    @property
+    def tenant(self) -> Any:
+        return self._services().tenant
+
+    def _services(self) -> Workspace:
+        if self.workspace is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no workspace: services exist only inside run()"
+            )
+        return self.workspace
+
+
+@dataclass
+class JobSpec:
+    """A loaded job: its name, file, class and what `meta()` declared."""
+
+    name: str
+    path: Path
+    cls: type[BackgroundJob]
+    schedules: list[Schedule] = field(default_factory=list)
+    multi_tenant: bool = False
+
+    @property
+    def tenant_concurrency(self) -> int:
+        return max(1, int(self.cls.tenant_concurrency))
+
+
+class JobRegistry:
+    """The jobs of one app: `names`, lookup by name (`registry['x']`), load `errors`."""
+
+    def __init__(
+        self, root: Path, jobs: dict[str, JobSpec], broken: dict[str, list[JobLoadError]]
+    ) -> None:
+        self.root = root
+        self._jobs = jobs
+        self._broken = broken
+        #: One `JobLoadError` per file that could not be loaded.
+        self.errors = [error for errors in broken.values() for error in errors]
+
+    @classmethod
+    def discover(cls, root: Path, default_multi_tenant: bool = False) -> JobRegistry:
+        files = sorted(
+            p for p in root.rglob("*.py")
+            if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts)
+        ) if root.is_dir() else []
+        package = _job_package(root)
+        by_name: dict[str, list[Path]] = {}
+        for path in files:
+            by_name.setdefault(job_name_of(root, path), []).append(path)
+        jobs: dict[str, JobSpec] = {}
+        broken: dict[str, list[JobLoadError]] = {}
+        for name, paths in by_name.items():
+            if len(paths) > 1:
+                broken[name] = [
+                    JobLoadError(
+                        _shown(p),
+                        f"job name {name!r} is taken by several files: "
+                        + ", ".join(_shown(other) for other in paths),
+                    )
+                    for p in paths
+                ]
+                continue
+            try:
+                jobs[name] = _load(package, root, name, paths[0], default_multi_tenant)
+            except JobLoadError as exc:
+                broken[name] = [exc]
+        return cls(root, jobs, broken)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._jobs)
+
+    def get(self, name: str) -> JobSpec:
+        """The job called `name`; `UnknownBackgroundJob` or its `JobLoadError` if none."""
+        try:
+            return self._jobs[name]
+        except KeyError:
+            if name in self._broken:
+                raise self._broken[name][0] from None
+            raise UnknownBackgroundJob(name, self.names) from None
+
+    __getitem__ = get
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        return iter(self._jobs[name] for name in self.names)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __repr__(self) -> str:
+        lines = [f"{len(self)} background jobs in {_shown(self.root)}:"]
+        width = max((len(n) for n in self.names), default=0)
+        for spec in self:
+            crons = ", ".join(s.expression for s in spec.schedules) or "-"
+            tenancy = "  multi-tenant" if spec.multi_tenant else ""
+            lines.append(f"  {spec.name:<{width}}  {crons}{tenancy}")
+        lines.extend(f"  load error: {e}" for e in self.errors)
+        return "\n".join(lines)
+
+
+def job_name_of(root: Path, path: Path) -> str:
+    """`jobs/reports/daily_summary.py` -> `reports/daily-summary`."""
+    return path.relative_to(root).with_suffix("").as_posix().replace("_", "-")
+
+
+def _shown(path: Path) -> str:
+    """A path as a user would type it: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _job_package(root: Path) -> str:
+    """A fresh package whose `__path__` is the jobs folder, so job files may import their
+    `_helpers` relatively; a new one per discovery, so `reload()` sees changed files."""
+    stale = [p for p, r in _package_roots.items() if r == root]
+    for old in [m for m in sys.modules if m.split(".")[0] in stale]:
+        del sys.modules[old]
+    for package in stale:
+        del _package_roots[package]
+    importlib.invalidate_caches()
+    name = f"pinrepl_jobs_{next(_packages)}"
+    _package_roots[name] = root
+    package = types.ModuleType(name)
+    package.__path__ = [str(root)]
+    sys.modules[name] = package
+    return name
+
+
+def _load(package: str, root: Path, name: str, path: Path, default_mt: bool) -> JobSpec:
+    shown = _shown(path)
+    if not JOB_NAME.fullmatch(name):
+        raise JobLoadError(shown, f"{name!r} is not a job name (lowercase letters, digits, _)")
+    module_name = f"{package}.{path.relative_to(root).with_suffix('').as_posix().replace('/', '.')}"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise JobLoadError(shown, _describe_import_error(exc, path)) from exc
+    classes = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, BackgroundJob)
+        and obj is not BackgroundJob and obj.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        found = ", ".join(c.__name__ for c in classes)
+        raise JobLoadError(
+            shown,
+            "defines no BackgroundJob subclass" if not classes
+            else f"defines {len(classes)} BackgroundJob subclasses ({found}); one per file",
+        )
+    cls = classes[0]
+    if cls.run is BackgroundJob.run:
+        raise JobLoadError(shown, f"{cls.__name__} defines no run()")
+    if not inspect.iscoroutinefunction(cls.run):
+        raise JobLoadError(shown, f"{cls.__name__}.run() must be 'async def'")
+    try:
+        declared = cls()
+        declared.meta()
+    except Exception as exc:
+        raise JobLoadError(shown, f"meta() raised {type(exc).__name__}: {exc}") from exc
+    from .schedules import Schedule
+
+    schedules = [Schedule.parse(cron, where=shown) for cron in declared._schedules]
+    multi_tenant = default_mt if cls.multi_tenant is None else bool(cls.multi_tenant)
+    return JobSpec(name, path, cls, schedules, multi_tenant)
+
+
+def _describe_import_error(exc: Exception, path: Path) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    where = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

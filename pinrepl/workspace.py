@@ -1,0 +1,71 @@
+"""The workspace: the fresh context one run of a job gets, and its teardown.
+
+A workspace is cheap to make: its database is opened on first use, so a run that never
+touches the database opens no session. `aclose()` closes whatever was opened (the session
+goes back to the pool) and is called in a `finally` by every run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App
+    from .database import Database
+
+
+class Workspace:
+    """Services of one context: `database`, `run_background_job`, `initial_params`,
+    `tenant` (a tenant row or None) and `workspace` (itself)."""
+
+    __slots__ = ("_database", "app", "initial_params", "tenant")
+
+    def __init__(self, app: App, tenant: Any = None) -> None:
+        self.app = app
+        self.tenant = tenant
+        self.initial_params: dict[str, Any] = {
+            "_headers": {} if tenant is None else {"x-tenant-id": tenant.id}
+        }
+        self._database: Database | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        return self
+
+    @property
+    def tenant_id(self) -> int | None:
+        return None if self.tenant is None else self.tenant.id
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = self.app.database(self.tenant_id)
+        return self._database
+
+    @property
+    def opened_database(self) -> bool:
+        return self._database is not None
+
+    async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Run job `name` in a fresh workspace of its own; this one stays untouched.
+        Inside a tenant's workspace the run stays in that tenant."""
+        from .runner import run_job
+
+        await run_job(self.app, name, args, kwargs, caller=self)
+
+    runBackgroundJob = run_background_job
+
+    async def aclose(self) -> None:
+        database, self._database = self._database, None
+        if database is not None:
+            await database.aclose()
+
+    async def __aenter__(self) -> Workspace:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        where = f" tenant={self.tenant.name!r}" if self.tenant is not None else ""
+        return f"<Workspace{where}>"

@@ -1,0 +1,149 @@
+"""Job files: discovery, names, meta(), and load errors that never stop the other jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pinrepl import App, JobLoadError, UnknownBackgroundJob
+
+from .conftest import run_cli
+
+GOOD = """
+from pinrepl import BackgroundJob
+
+class Good(BackgroundJob):
+    batch_size = 7
+
+    def meta(self):
+        self.schedule("0 * * * *")
+        self.schedule("30 0 12 * * 1")
+
+    async def run(self):
+        print("good ran with", self.batch_size)
+"""
+
+
+def job(body: str = "print('ran')", cls: str = "Job") -> str:
+    return f"from pinrepl import BackgroundJob\n\nclass {cls}(BackgroundJob):\n" \
+           f"    async def run(self):\n        {body}\n"
+
+
+def test_names_come_from_paths_and_helpers_are_skipped(make_app):
+    root = make_app({
+        "send_newsletter.py": GOOD,
+        "reports/daily_summary.py": job(),
+        "_helpers.py": "VALUE = 1\n",
+        "reports/_shared.py": "X = 2\n",
+    })
+    registry = App.open(root).jobs
+    assert registry.names == ["reports/daily-summary", "send-newsletter"]
+    assert registry.errors == []
+
+
+def test_meta_schedules_and_custom_attributes(make_app):
+    spec = App.open(make_app({"good.py": GOOD})).jobs.get("good")
+    assert [s.expression for s in spec.schedules] == ["0 * * * *", "30 0 12 * * 1"]
+    assert spec.cls.batch_size == 7
+    assert spec.multi_tenant is False
+
+
+def test_job_may_import_a_helper_relatively(make_app):
+    root = make_app({
+        "_helpers.py": "GREETING = 'hi from helper'\n",
+        "greet.py": "from pinrepl import BackgroundJob\nfrom ._helpers import GREETING\n\n"
+                    "class Greet(BackgroundJob):\n    async def run(self):\n"
+                    "        print(GREETING)\n",
+    })
+    result = run_cli("run-background-job", "--name", "greet", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi from helper\n"
+
+
+BROKEN = {
+    "syntax.py": "def oops(:\n",
+    "imports.py": "import no_such_module_here\n",
+    "empty.py": "X = 1\n",
+    "two.py": job(cls="A") + "\n" + job(cls="B").split("\n", 1)[1],
+    "not_async.py": "from pinrepl import BackgroundJob\n\nclass S(BackgroundJob):\n"
+                    "    def run(self):\n        pass\n",
+    "no_run.py": "from pinrepl import BackgroundJob\n\nclass N(BackgroundJob):\n    pass\n",
+    "bad_cron.py": "from pinrepl import BackgroundJob\n\nclass C(BackgroundJob):\n"
+                   "    def meta(self):\n        self.schedule('61 * * * *')\n"
+                   "    async def run(self):\n        pass\n",
+    "seven_fields.py": "from pinrepl import BackgroundJob\n\nclass C(BackgroundJob):\n"
+                       "    def meta(self):\n        self.schedule('0 0 0 * * * 2030')\n"
+                       "    async def run(self):\n        pass\n",
+    "same_name.py": job(),
+    "same-name.py": job(),
+}
+
+EXPECTED_ERRORS = {
+    "syntax": "SyntaxError",
+    "imports": "ModuleNotFoundError: No module named 'no_such_module_here' (line 1)",
+    "empty": "defines no BackgroundJob subclass",
+    "two": "defines 2 BackgroundJob subclasses (A, B)",
+    "not-async": "run() must be 'async def'",
+    "no-run": "N defines no run()",
+    "bad-cron": "invalid cron '61 * * * *'",
+    "seven-fields": "invalid cron '0 0 0 * * * 2030': expected 5 fields, or 6",
+    "same-name": "job name 'same-name' is taken by several files",
+}
+
+
+def test_each_broken_file_is_a_load_error_naming_it_and_the_rest_still_load(make_app):
+    root = make_app({**BROKEN, "good.py": GOOD})
+    registry = App.open(root).jobs
+    assert registry.names == ["good"]
+    messages = {e.path.rsplit("/", 1)[-1]: e.message for e in registry.errors}
+    assert len(registry.errors) == len(BROKEN)
+    for name, expected in EXPECTED_ERRORS.items():
+        files = [f for f in messages if f.replace("_", "-").removesuffix(".py") == name]
+        assert files, name
+        for file in files:
+            assert expected in messages[file], (file, messages[file])
+
+
+def test_running_a_broken_job_raises_its_load_error(make_app):
+    registry = App.open(make_app({**BROKEN, "good.py": GOOD})).jobs
+    with pytest.raises(JobLoadError, match=r"bad_cron.py: invalid cron '61"):
+        registry.get("bad-cron")
+    with pytest.raises(UnknownBackgroundJob, match=r"'god' \(did you mean: good\?\)"):
+        registry.get("god")
+
+
+def test_cli_lists_jobs_and_load_errors(make_app):
+    root = make_app({"good.py": GOOD, "syntax.py": "def oops(:\n"}, pyproject="""
+        [tool.pinrepl]
+        timezone = "Europe/Paris"
+    """)
+    result = run_cli("list-background-jobs", "--json", cwd=root)
+    assert result.returncode == 1  # a load error is a problem an ops script must see
+    listing = json.loads(result.stdout)
+    assert listing["timezone"] == "Europe/Paris"
+    (good,) = listing["jobs"]
+    assert good["name"] == "good"
+    assert good["schedules"] == ["0 * * * *", "30 0 12 * * 1"]
+    assert good["next_run"].endswith("+01:00")  # Paris in winter
+    assert listing["errors"] == [
+        {"file": "jobs/syntax.py", "error": "SyntaxError: invalid syntax (line 1)"}
+    ]
+    table = run_cli("list-background-jobs", cwd=root)
+    assert "good" in table.stdout and "0 * * * *" in table.stdout and "CET" in table.stdout
+    assert "load error: jobs/syntax.py: SyntaxError" in table.stderr
+
+
+def test_cli_list_with_no_errors_exits_0(make_app):
+    result = run_cli("list-background-jobs", "--json", cwd=make_app({"good.py": GOOD}))
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["errors"] == []
+
+
+def test_reload_sees_new_changed_and_deleted_files(make_app):
+    root = make_app({"one.py": job("print(1)")})
+    app = App.open(root)
+    assert app.jobs.names == ["one"]
+    (root / "jobs" / "one.py").unlink()
+    (root / "jobs" / "two.py").write_text(job("print(2)"))
+    assert app.reload().names == ["two"]
