@@ -181,9 +181,17 @@ class App:
     # -- runs -----------------------------------------------------------------------------
 
     def workspace(self, tenant: Any = None) -> Workspace:
+        """A fresh workspace; `tenant` is a tenant row (see `tenant_workspace`)."""
         from .workspace import Workspace
 
         return Workspace(self, tenant=tenant)
+
+    async def tenant_workspace(self, tenant: Any) -> Workspace:
+        """A workspace scoped to `tenant` (an id, a name or a row); `UnknownTenant` if none."""
+        from .tenancy import resolve_tenants
+
+        (row,) = await resolve_tenants(self, [tenant])
+        return self.workspace(row)
 
     async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Run job `name` now with `args` and `kwargs` (SPEC 3)."""

@@ -88,7 +88,9 @@ class Tenant(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, server_default=func.now()
+    )
 
 
 def _database_of(record: Model) -> Database:
@@ -184,6 +186,7 @@ class Engine:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._sandbox: AsyncConnection | None = None
         self._checked = False
+        self._known_tables: set[str] = set()
 
     @property
     def shown_url(self) -> str:
@@ -233,8 +236,13 @@ class Engine:
             await conn.run_sync(Model.metadata.create_all, tables=tables)
 
     async def has_table(self, name: str) -> bool:
+        if name in self._known_tables:
+            return True
         async with self.engine.connect() as conn:
-            return await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+            found = await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+        if found:
+            self._known_tables.add(name)
+        return found
 
     async def start_sandbox(self) -> None:
         if self._sandbox is None:
@@ -369,7 +377,14 @@ class Database:
     def _scoped(self, model: type[Model]) -> bool:
         return self.tenant_id is not None and "tenant_id" in model.__table__.c
 
+    def _check_writable(self, model: type[Model]) -> None:
+        if model is Tenant and self.tenant_id is not None:
+            raise TenantViolation(
+                f"the tenants table is read-only inside tenant {self.tenant_id}'s workspace"
+            )
+
     def _check_tenant_values(self, model: type[Model], values: dict[str, Any]) -> None:
+        self._check_writable(model)
         columns = model.__table__.c
         for key in values:
             if key not in columns:
@@ -384,6 +399,7 @@ class Database:
 
     def _check_record(self, record: Model) -> None:
         model = type(record)
+        self._check_writable(model)
         if self._scoped(model) and record.tenant_id != self.tenant_id:  # type: ignore[attr-defined]
             raise TenantViolation(
                 f"tenant {self.tenant_id} may not change a {model.__tablename__} row of "
@@ -554,6 +570,7 @@ class Query:
 
     async def delete(self) -> int:
         """Delete every selected row; returns how many rows went."""
+        self._database._check_writable(self.model)
         where = (self._keys(),) if self._windowed() or self._order else self._where()
         statement = sql_delete(self.model).where(*where)
 

@@ -7,6 +7,7 @@ goes back to the pool) and is called in a `finally` by every run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,7 +54,23 @@ class Workspace:
 
         await run_job(self.app, name, args, kwargs, caller=self)
 
-    runBackgroundJob = run_background_job
+    runBackgroundJob = run_background_job  # the contract's alias
+
+    async def run_job(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        tenants: Iterable[Any] | None = None,
+    ) -> None:
+        """`run_background_job` choosing `tenants` (ids, names or rows); inside a tenant's
+        workspace only that tenant may be chosen."""
+        from .runner import run_job
+
+        await run_job(
+            self.app, name, tuple(args), dict(kwargs or {}), caller=self, tenants=tenants
+        )
 
     async def aclose(self) -> None:
         database, self._database = self._database, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -97,7 +98,8 @@ def test_init_database_then_run_a_job_that_reads_it(app):
     assert "demo data added" in result.stdout
     again = run_cli("init-database", "--demo", cwd=app)
     assert "already present" in again.stdout
-    rows = sqlite3.connect(app / "pinrepl.db").execute("select count(*) from users").fetchone()
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db:
+        rows = db.execute("select count(*) from users").fetchone()
     assert rows == (1,)
     assert run_cli("run-background-job", "--name", "count-users", cwd=app).stdout == "users: 1\n"
 
