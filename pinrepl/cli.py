@@ -276,5 +276,84 @@ async def init_database(demo: bool, app_dir: Path | None) -> None:
         await app.init_database(demo=demo, echo=click.echo)
 
 
+# -- repl and transcripts -------------------------------------------------------------------
+
+
+@cli.command("repl")
+@click.option("--execute", "-e", "code", metavar="CODE",
+              help="Run CODE (top-level await allowed) instead of starting the prompt.")
+@click.option("--tenant", metavar="ID_OR_NAME", help="Scope `database` to this tenant.")
+@click.option("--sandbox", is_flag=True,
+              help="Roll back every database write of the session when it ends.")
+@app_option
+@command
+async def repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Path | None
+               ) -> int:
+    """The async REPL: `await runBackgroundJob('name')`, `database`, `jobs`, `reload()`.
+
+    With --execute, or with a standard input that is not a terminal, the code runs through
+    the same evaluator and the exit status is 1 on an uncaught exception."""
+    from .repl import execute, history_path, interact, open_console, shown_url
+
+    configure_logging()
+    async with App(Settings.load(app_dir)) as app:
+        console = await open_console(app, tenant, sandbox)
+        try:
+            if code is not None:
+                return await execute(console, code, "<string>")
+            if not sys.stdin.isatty():
+                return await execute(console, sys.stdin.read())
+            settings = app.settings
+            click.echo(
+                f"pinrepl {_version()} · app {settings.root} · "
+                f"database {shown_url(settings.database_url)}"
+                + (" · sandbox: writes are rolled back at exit" if sandbox else "")
+            )
+            click.echo(
+                "await runBackgroundJob('name', *args) · database.<table> · jobs · reload() · "
+                "await use_tenant('name') · Ctrl-C stops a job · Ctrl-D quits"
+            )
+            await interact(console, history_path(app))
+        finally:
+            await console.aclose()
+    return 0
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@cli.command("transcript")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--update", is_flag=True, help="Rewrite the expected output of what differs.")
+@click.option("--no-sandbox", is_flag=True, help="Keep the database writes of the replay.")
+@app_option
+@command
+async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool,
+                     app_dir: Path | None) -> int:
+    """Replay transcript FILES through the REPL's evaluator and show the differences."""
+    from .transcripts import Transcript, replay, updated
+
+    parsed = [Transcript.read(path) for path in files]  # all malformed files fail first
+    failed = 0
+    async with App(Settings.load(app_dir)) as app:
+        for script in parsed:
+            outcomes = await replay(script, app, sandbox=not no_sandbox)
+            bad = [o for o in outcomes if not o.passed]
+            if bad and update:
+                script.path.write_text(updated(script, outcomes), encoding="utf-8")
+                click.echo(f"{script.path}: updated {len(bad)} of {len(outcomes)} examples")
+                continue
+            for outcome in bad:
+                click.echo(outcome.difference(script.path) + "\n", err=True)
+            failed += bool(bad)
+            click.echo(f"{script.path}: {len(outcomes) - len(bad)} of {len(outcomes)} "
+                       "examples passed")
+    return 1 if failed else 0
+
+
 def main() -> None:
     cli(prog_name="pinrepl")

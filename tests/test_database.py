@@ -135,3 +135,25 @@ async def test_a_savepoint_as_first_statement_stays_inside_the_transaction(db):
                 await db.users.insert(name="Zed", email="z@x.example")
             raise RuntimeError("roll everything back")
     assert await db.users.where(name="Zed").count() == 0
+
+
+async def test_sandbox_rolls_back_every_workspace_and_job(example_app):
+    """The REPL's --sandbox and transcripts: one outer transaction, savepoints inside."""
+    sandboxed = App.open(REPO, environ={"PINREPL_DATABASE_URL": str(example_app.engine.url)})
+    await sandboxed.start_sandbox()
+    workspace = sandboxed.workspace()
+    database = workspace.database
+    await database.users.insert(name="Temp", email="t@x.example")
+    with pytest.raises(RuntimeError):
+        async with database.transaction():
+            await database.users.insert(name="Gone", email="g@x.example")
+            raise RuntimeError
+    await sandboxed.run_background_job("deliver-notifications")
+    await sandboxed.run_background_job("send-newsletter")  # a fan-out, tenant by tenant
+    assert await database.users.count() == 7
+    assert await database.notifications.where(sent=False).count() == 0
+    await workspace.aclose()
+    await sandboxed.aclose()
+    async with example_app.workspace() as fresh:
+        assert await fresh.database.users.count() == 6
+        assert await fresh.database.notifications.where(sent=False).count() == 12

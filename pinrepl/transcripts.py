@@ -1,0 +1,197 @@
+"""Transcripts: REPL sessions written down, replayed through the REPL's evaluator.
+
+A transcript holds prompt lines (`pinrepl > code`, continued by `... code` lines), each
+followed by the output it must print. `...` in expected output matches any text (doctest's
+ELLIPSIS); an expected traceback is matched on its exception line(s), like doctest.
+Each replay gets a fresh console and, by default, a sandbox: the database is left as found.
+"""
+
+from __future__ import annotations
+
+import ast
+import codeop
+import contextlib
+import difflib
+import doctest
+import io
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .app import App
+from .errors import DatabaseUnavailable, TranscriptError
+from .evaluator import Evaluator
+
+PROMPT = re.compile(r"pinrepl(?: \[[^\]]*\])? >(?: (?P<code>.*))?")
+CONTINUATION = re.compile(r"\.\.\.(?: (?P<code>.*))?")
+TRACEBACK = "Traceback (most recent call last):"
+_checker = doctest.OutputChecker()
+
+
+@dataclass
+class Example:
+    line: int  # 1-based line of its prompt
+    source: str
+    expected: str
+    prompt_lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    path: Path
+    examples: list[Example]
+    preamble: list[str]
+
+    @classmethod
+    def read(cls, path: Path) -> Transcript:
+        return cls.parse(path.read_text(encoding="utf-8"), path)
+
+    @classmethod
+    def parse(cls, text: str, path: Path) -> Transcript:
+        examples: list[Example] = []
+        preamble: list[str] = []
+        current: Example | None = None
+        in_code = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            prompt = PROMPT.fullmatch(line)
+            if prompt:
+                current = Example(number, prompt["code"] or "", "", [line])
+                examples.append(current)
+                in_code = True
+                continue
+            if current is None:
+                if line.strip() and not line.startswith("#"):
+                    raise TranscriptError(
+                        f"{path}:{number}: text before the first prompt line "
+                        "(start a prompt with 'pinrepl > '; comments start with '#')"
+                    )
+                preamble.append(line)
+                continue
+            if in_code and line.startswith("..."):
+                continuation = CONTINUATION.fullmatch(line)
+                if continuation is None:
+                    raise TranscriptError(
+                        f"{path}:{number}: malformed continuation line {line!r} "
+                        "(write '... ' and then the code)"
+                    )
+                current.source += "\n" + (continuation["code"] or "")
+                current.prompt_lines.append(line)
+                continue
+            if in_code:
+                in_code = False
+                _check_complete(current, path)
+            current.expected += line + "\n"
+        if current is not None and in_code:
+            _check_complete(current, path)
+        if not examples:
+            raise TranscriptError(f"{path}: no prompt lines (lines starting with 'pinrepl > ')")
+        for example in examples:  # blank lines between examples are not output
+            example.expected = example.expected.rstrip("\n") + "\n" if example.expected.strip() \
+                else ""
+        return cls(path, examples, preamble)
+
+
+def _check_complete(example: Example, path: Path) -> None:
+    compiler = codeop.Compile()
+    compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    try:
+        complete = codeop.CommandCompiler()
+        complete.compiler = compiler
+        incomplete = complete(example.source + "\n", str(path), "exec") is None
+    except (SyntaxError, ValueError, OverflowError):
+        return  # a syntax error is output the transcript may expect
+    if incomplete:
+        raise TranscriptError(
+            f"{path}:{example.line}: the code at this prompt is incomplete; continue it on "
+            "lines starting with '... '"
+        )
+
+
+@dataclass
+class Outcome:
+    example: Example
+    actual: str
+
+    @property
+    def passed(self) -> bool:
+        return matches(self.example.expected, self.actual)
+
+    def difference(self, path: Path) -> str:
+        diff = difflib.unified_diff(
+            self.example.expected.splitlines(), self.actual.splitlines(),
+            "expected", "actual", lineterm="",
+        )
+        return f"{path}:{self.example.line}: {self.example.prompt_lines[0]}\n" + "\n".join(diff)
+
+
+def matches(expected: str, actual: str) -> bool:
+    flags = doctest.ELLIPSIS
+    want_out, want_exc = _split_traceback(expected)
+    got_out, got_exc = _split_traceback(actual)
+    if (want_exc is None) != (got_exc is None):
+        return False
+    if not _checker.check_output(want_out, got_out, flags):
+        return False
+    return want_exc is None or _checker.check_output(want_exc, got_exc, flags)
+
+
+def _split_traceback(text: str) -> tuple[str, str | None]:
+    """(output before a traceback, the traceback's exception lines or None)."""
+    head, found, tail = text.partition(TRACEBACK + "\n")
+    if not found:
+        return text, None
+    exception = [
+        line for line in tail.splitlines()
+        if line and not line[0].isspace() and line != "..."
+    ]
+    return head, "\n".join(exception) + "\n"
+
+
+async def replay(transcript: Transcript, app: App, sandbox: bool = True) -> list[Outcome]:
+    """Run every example of `transcript` in a fresh console; its outcomes, in order."""
+    from .repl import Console
+
+    console = Console(app)
+    console.ready()
+    if sandbox:
+        # No database: nothing to protect, and a database call will say so itself.
+        with contextlib.suppress(DatabaseUnavailable):
+            await app.start_sandbox()
+    evaluator = Evaluator(console.namespace, str(transcript.path))
+    outcomes = []
+    try:
+        for example in transcript.examples:
+            captured = io.StringIO()
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                try:
+                    await evaluator.run(example.source, lambda v: print(repr(v)))
+                except Exception as exc:
+                    print(TRACEBACK, "  ...", sep="\n")
+                    print("".join(traceback.format_exception_only(exc)), end="")
+            outcomes.append(Outcome(example, captured.getvalue()))
+    finally:
+        await console.aclose()
+    return outcomes
+
+
+def updated(transcript: Transcript, outcomes: list[Outcome]) -> str:
+    """The transcript's text with each failing example's expected output replaced."""
+    blocks = []
+    for outcome in outcomes:
+        output = outcome.example.expected if outcome.passed else outcome.actual
+        blocks.append("\n".join([*outcome.example.prompt_lines, *output.rstrip().splitlines()]))
+    preamble = "".join(line + "\n" for line in transcript.preamble)
+    return preamble + "\n\n".join(blocks) + "\n"
+
+
+def find_app(path: Path) -> Path:
+    """The app a transcript belongs to: the nearest folder up from it with a `jobs` folder
+    or a `[tool.pinrepl]` table, else the transcript's own folder."""
+    for folder in path.resolve().parents:
+        pyproject = folder / "pyproject.toml"
+        if (folder / "jobs").is_dir() or (
+            pyproject.is_file() and "[tool.pinrepl]" in pyproject.read_text(encoding="utf-8")
+        ):
+            return folder
+    return path.resolve().parent

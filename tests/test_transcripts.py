@@ -1,0 +1,173 @@
+"""Transcripts: parsing, matching, replay, `pinrepl transcript`, and the pytest plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pinrepl import App, TranscriptError
+from pinrepl.transcripts import Transcript, matches, replay, updated
+
+from .conftest import REPO, clean_env, run_cli, write_app
+
+JOB = """
+from pinrepl import BackgroundJob
+
+class Greet(BackgroundJob):
+    async def run(self, name):
+        if name == "nobody":
+            raise LookupError("nobody to greet")
+        print(f"hello {name}")
+"""
+
+
+def parse(text, name="t.transcript"):
+    return Transcript.parse(textwrap.dedent(text), __import__("pathlib").Path(name))
+
+
+def test_parse_examples_continuations_and_comments():
+    transcript = parse("""\
+        # a comment before the first prompt
+        pinrepl > 1 + 1
+        2
+        pinrepl [acme sandbox] > for i in range(2):
+        ...     print(i)
+        ...
+        0
+        1
+
+        pinrepl > x = 3
+        """)
+    assert [(e.line, e.source, e.expected) for e in transcript.examples] == [
+        (2, "1 + 1", "2\n"),
+        (4, "for i in range(2):\n    print(i)\n", "0\n1\n"),
+        (10, "x = 3", ""),
+    ]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "t.transcript: no prompt lines"),
+    ("# only a comment\n", "t.transcript: no prompt lines"),
+    ("hello\npinrepl > 1\n", "t.transcript:1: text before the first prompt line"),
+    ("pinrepl > for i in x:\n...print(i)\n", "t.transcript:2: malformed continuation line"),
+    ("pinrepl > 1\n1\npinrepl > for i in range(3):\n0\n",
+     "t.transcript:3: the code at this prompt is incomplete"),
+])
+def test_malformed_transcripts_name_the_file_and_line(text, message):
+    with pytest.raises(TranscriptError) as error:
+        parse(text)
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(("expected", "actual", "ok"), [
+    ("2\n", "2\n", True),
+    ("2\n", "3\n", False),
+    ("a\n...\nz\n", "a\nb\nc\nz\n", True),
+    ("hello ...!\n", "hello world!\n", True),
+    ("Traceback (most recent call last):\n  File x\nValueError: bad\n",
+     "Traceback (most recent call last):\n  ...\nValueError: bad\n", True),
+    ("Traceback (most recent call last):\n...\nValueError: bad\n",
+     "Traceback (most recent call last):\n  ...\nValueError: worse\n", False),
+    ("out\nTraceback (most recent call last):\n  ...\nKeyError: ...\n",
+     "out\nTraceback (most recent call last):\n  ...\nKeyError: 'k'\n", True),
+    ("ValueError: bad\n", "Traceback (most recent call last):\n  ...\nValueError: bad\n", False),
+])
+def test_matching(expected, actual, ok):
+    assert matches(expected, actual) is ok
+
+
+@pytest.fixture
+async def app(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    async with App.open(root) as app:
+        yield app
+
+
+async def test_replay_passes_fails_and_updates(app, tmp_path):
+    transcript = parse("""\
+        pinrepl > await runBackgroundJob('greet', 'ann')
+        hello ann
+        pinrepl > await runBackgroundJob('greet', 'bob')
+        hello ann
+        pinrepl > await runBackgroundJob('greet', 'nobody')
+        Traceback (most recent call last):
+          ...
+        LookupError: nobody to greet
+        in background job 'greet'
+        pinrepl > value = 41
+        pinrepl > value + 1
+        41
+        """)
+    outcomes = await replay(transcript, app, sandbox=False)
+    assert [o.passed for o in outcomes] == [True, False, True, True, False]
+    assert outcomes[1].difference(transcript.path) == (
+        "t.transcript:3: pinrepl > await runBackgroundJob('greet', 'bob')\n"
+        "--- expected\n+++ actual\n@@ -1 +1 @@\n-hello ann\n+hello bob"
+    )
+    rewritten = updated(transcript, outcomes)
+    assert "hello bob" in rewritten and "\n42\n" in rewritten
+    again = Transcript.parse(rewritten, transcript.path)
+    assert all(o.passed for o in await replay(again, app, sandbox=False))
+
+
+async def test_each_replay_gets_a_fresh_namespace(app):
+    first = parse("pinrepl > secret = 1\n")
+    second = parse("pinrepl > secret\nTraceback (most recent call last):\n  ...\n"
+                   "NameError: name 'secret' is not defined\n")
+    await replay(first, app, sandbox=False)
+    assert all(o.passed for o in await replay(second, app, sandbox=False))
+
+
+def test_cli_transcript_diff_and_update(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    path = root / "session.transcript"
+    path.write_text("pinrepl > await runBackgroundJob('greet', 'ann')\nhello bob\n")
+    failed = run_cli("transcript", str(path), cwd=root)
+    assert failed.returncode == 1
+    assert "session.transcript:1: pinrepl > await runBackgroundJob('greet', 'ann')" \
+        in failed.stderr
+    assert "-hello bob\n+hello ann" in failed.stderr
+    updated_run = run_cli("transcript", "--update", str(path), cwd=root)
+    assert updated_run.returncode == 0
+    assert path.read_text() == "pinrepl > await runBackgroundJob('greet', 'ann')\nhello ann\n"
+    passed = run_cli("transcript", str(path), cwd=root)
+    assert (passed.returncode, passed.stdout.strip()) == (
+        0, f"{path}: 1 of 1 examples passed")
+
+
+def test_cli_transcript_bad_file_is_one_line(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    (root / "bad.transcript").write_text("nothing here\n")
+    result = run_cli("transcript", "bad.transcript", cwd=root)
+    assert result.returncode == 2
+    assert result.stderr.endswith("bad.transcript:1: text before the first prompt line "
+                                  "(start a prompt with 'pinrepl > '; comments start with '#')\n")
+    assert result.stderr.count("\n") == 1
+
+
+def test_pytest_plugin_collects_transcripts(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    (root / "tests").mkdir()
+    (root / "tests" / "test_greet.transcript").write_text(
+        "pinrepl > await runBackgroundJob('greet', 'ann')\nhello ann\n")
+    (root / "tests" / "test_wrong.transcript").write_text(
+        "pinrepl > 1 + 1\n2\n\npinrepl > await runBackgroundJob('greet', 'bob')\nhello ann\n")
+    (root / "tests" / "notes.transcript").write_text("not collected\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "1 failed, 1 passed" in result.stdout
+    assert "test_wrong.transcript:4: pinrepl > await runBackgroundJob('greet', 'bob')" \
+        in result.stdout
+    assert "-hello ann\n+hello bob" in result.stdout
+
+
+def test_example_transcripts_exist_for_each_seed_example():
+    text = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.transcript"))
+    for job in ("send-newsletter", "deliver-notifications", "send-email", "risky-operation"):
+        assert f"runBackgroundJob('{job}'" in text or f"run_background_job('{job}'" in text
