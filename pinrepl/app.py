@@ -195,9 +195,7 @@ class App:
 
     async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Run job `name` now with `args` and `kwargs` (SPEC 3)."""
-        from .runner import run_job
-
-        await run_job(self, name, args, kwargs)
+        await self.workspace().run_background_job(name, *args, **kwargs)
 
     runBackgroundJob = run_background_job
 
@@ -210,15 +208,8 @@ class App:
         tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        """`run_background_job` with explicit options: `tenants` (ids, names or rows)
-        runs the job for exactly those tenants, multi-tenant or not; `progress` is told
-        when a fan-out starts and as each tenant finishes."""
-        from .runner import run_job
-
-        await run_job(
-            self, name, tuple(args), dict(kwargs or {}),
-            tenants=tenants, progress=progress,
-        )
+        """`run_background_job` with explicit options (see `Workspace.run_job`)."""
+        await self.workspace().run_job(name, args, kwargs, tenants=tenants, progress=progress)
 
     async def aclose(self) -> None:
         if self._engine is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from .app import App, Settings
-from .errors import BackgroundJobFailed, DatabaseUnavailable, PinreplError
+from .errors import BackgroundJobFailed, ConfigError, DatabaseUnavailable, PinreplError
 
 app_option = click.option(
     "--app", "app_dir", envvar="PINREPL_APP", metavar="DIR",
@@ -115,6 +115,15 @@ class _FanOutReport:
         )
 
 
+def _raised_by_job(exc: BaseException) -> bool:
+    """Did the job's own code raise `exc` (the runner noted the job on it)? A bad setting or
+    an unreachable database is the app's environment at fault, wherever it surfaced."""
+    notes = getattr(exc, "__notes__", ())
+    return not isinstance(exc, ConfigError | DatabaseUnavailable) and any(
+        note.startswith(("in background job", "in tenants_filter")) for note in notes
+    )
+
+
 @cli.command("run-background-job")
 @click.option("--name", required=True, help="The job's name, e.g. send-newsletter.")
 @click.option(
@@ -140,14 +149,9 @@ async def run_background_job(
                 traceback.print_exception(exc)
             click.echo(report.summary(), err=True)
             return 1
-        except DatabaseUnavailable:
-            raise
-        except PinreplError as exc:
-            if report.started:  # a job's own code raised it: a job failure
-                traceback.print_exception(exc)
-                return 1
-            raise
         except Exception as exc:
+            if isinstance(exc, PinreplError) and not _raised_by_job(exc):
+                raise  # a usage error: one line, exit 2
             report.close()
             traceback.print_exception(exc)
             return 1

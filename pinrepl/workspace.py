@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .app import App
     from .database import Database
+    from .runner import Progress
 
 
 class Workspace:
@@ -63,13 +64,17 @@ class Workspace:
         kwargs: Mapping[str, Any] | None = None,
         *,
         tenants: Iterable[Any] | None = None,
+        progress: Progress | None = None,
     ) -> None:
-        """`run_background_job` choosing `tenants` (ids, names or rows); inside a tenant's
-        workspace only that tenant may be chosen."""
+        """`run_background_job` with explicit options: `tenants` (ids, names or rows) runs
+        the job for exactly those tenants, multi-tenant or not (inside a tenant's workspace
+        only that tenant may be chosen); `progress` is told when a fan-out starts and as
+        each tenant finishes."""
         from .runner import run_job
 
         await run_job(
-            self.app, name, tuple(args), dict(kwargs or {}), caller=self, tenants=tenants
+            self.app, name, tuple(args), dict(kwargs or {}),
+            caller=self, tenants=tenants, progress=progress,
         )
 
     async def aclose(self) -> None:

@@ -76,6 +76,16 @@ def write_app(root: Path, jobs: dict[str, str], pyproject: str = "", models: str
     return root
 
 
+def write_demo_app(root: Path, jobs: dict[str, str]) -> Path:
+    """An app of `jobs` over the example app's models, its demo data in its own SQLite file
+    (made by the CLI, in a subprocess)."""
+    write_app(root, jobs)
+    (root / "models.py").write_text((REPO / "models.py").read_text())
+    result = run_cli("init-database", "--demo", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., Path]:
     return lambda jobs, **kw: write_app(tmp_path / "app", jobs, **kw)

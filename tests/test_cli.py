@@ -226,3 +226,34 @@ def test_example_app_quick_start(tmp_path):
     assert email.stdout == "email to a@b.example: hi\n"
     assert run_cli("run-background-job", "--name", "risky-operation", cwd=REPO,
                    env=env).returncode == 1
+
+
+def test_a_job_whose_own_code_hits_a_pinrepl_error_is_a_job_failure(tmp_path):
+    app = write_app(tmp_path / "a", {"typo.py": """
+        from pinrepl import BackgroundJob
+
+        class Typo(BackgroundJob):
+            async def run(self):
+                await self.database.userz.count()
+    """, "calls_unknown.py": """
+        from pinrepl import BackgroundJob
+
+        class CallsUnknown(BackgroundJob):
+            async def run(self):
+                await self.run_background_job("nope")
+    """}, models=MODELS)
+    assert run_cli("init-database", cwd=app).returncode == 0
+    for name, message in (("typo", "UnknownTable: unknown table 'userz'"),
+                          ("calls-unknown", "UnknownBackgroundJob: unknown background job")):
+        result = run_cli("run-background-job", "--name", name, cwd=app)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("Traceback (most recent call last):")
+        assert message in result.stderr
+        assert f"in background job '{name}'" in result.stderr
+
+
+def test_running_a_job_that_failed_to_load_is_one_line(tmp_path):
+    app = write_app(tmp_path / "a", {"broken.py": "def (:\n"})
+    result = run_cli("run-background-job", "--name", "broken", cwd=app)
+    assert (result.returncode, result.stderr) == (
+        2, "pinrepl: jobs/broken.py: SyntaxError: invalid syntax (line 1)\n")

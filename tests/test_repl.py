@@ -14,7 +14,7 @@ import pytest
 
 from pinrepl.repl import shown_url
 
-from .conftest import REPO, clean_env, run_cli, write_app
+from .conftest import clean_env, run_cli, write_demo_app
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|[\r\x08]")
 
@@ -49,10 +49,7 @@ JOBS = {
 
 @pytest.fixture
 def app(tmp_path):
-    root = write_app(tmp_path / "app", JOBS)
-    (root / "models.py").write_text((REPO / "models.py").read_text())
-    assert run_cli("init-database", "--demo", cwd=root).returncode == 0
-    return root
+    return write_demo_app(tmp_path / "app", JOBS)
 
 
 def env_for(home):

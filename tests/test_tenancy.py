@@ -23,7 +23,7 @@ from pinrepl import (
 from pinrepl.database import Engine
 from pinrepl.errors import JobDefinitionError
 
-from .conftest import REPO, clean_env, run_cli, write_app
+from .conftest import REPO, clean_env, run_cli, write_app, write_demo_app
 
 JOBS = {
     "record.py": """
@@ -344,10 +344,7 @@ async def test_no_tenants_table_is_a_clear_error(tmp_path):
 
 @pytest.fixture
 def cli_app(tmp_path):
-    root = write_app(tmp_path / "capp", JOBS)
-    (root / "models.py").write_text((REPO / "models.py").read_text())
-    assert run_cli("init-database", "--demo", cwd=root).returncode == 0
-    return root
+    return write_demo_app(tmp_path / "capp", JOBS)
 
 
 def test_cli_fan_out_summary_and_failures(cli_app):
