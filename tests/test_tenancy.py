@@ -418,3 +418,27 @@ def test_cli_ctrl_c_mid_fan_out_rolls_back_and_exits_130(cli_app):
         assert count == (0,)
         db.execute("insert into tenants (name, active) values ('unlocked', 1)")  # no lock
         db.commit()
+
+
+def test_cli_shows_progress_over_tenants_on_a_terminal(tmp_path):
+    import pexpect
+
+    root = write_demo_app(tmp_path / "p", {"slowish.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        class Slowish(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                await asyncio.sleep(0.5)
+    """})
+    child = pexpect.spawn(sys.executable, ["-m", "pinrepl", "run-background-job", "--name",
+                                           "slowish"], cwd=str(root),
+                          env=clean_env(TERM="xterm"), encoding="utf-8", timeout=20)
+    child.expect("tenant acme")  # the bar's description follows the tenants as they finish
+    child.expect("━")
+    child.expect("tenants: 3 run, 3 succeeded, 0 failed")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
