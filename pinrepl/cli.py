@@ -247,7 +247,6 @@ def generate_background_job(name: str, app_dir: Path | None) -> None:
         settings = Settings.load(app_dir)
     except PinreplError as exc:
         fail(str(exc))
-    name = name.strip("/") if name.strip() else name
     if not JOB_NAME.fullmatch(name):
         fail(
             f"{name!r} is not a job name: use lowercase letters, digits and dashes, "

@@ -151,7 +151,8 @@ class JobRegistry:
         except KeyError:
             if name in self._broken:
                 raise self._broken[name][0] from None
-            raise UnknownBackgroundJob(name, self.names) from None
+            hint = "" if self.root.is_dir() else f"; there is no jobs folder at {self.root}"
+            raise UnknownBackgroundJob(name, self.names, hint) from None
 
     __getitem__ = get
 

@@ -151,7 +151,7 @@ def test_generate_background_job(app):
     assert ran.stdout == "reports/daily-summary: ran with ('x',) {}\n"
 
 
-@pytest.mark.parametrize("name", ["../x", "", "two words", "Caps", "a_b", "-x", "x/../y"])
+@pytest.mark.parametrize("name", ["../x", "", "two words", "Caps", "a_b", "-x", "x/../y", "/x"])
 def test_generate_refuses_names_that_are_not_job_names(app, name):
     before = sorted(p.name for p in (app / "jobs").rglob("*"))
     result = run_cli("generate-background-job", "--name", name, cwd=app)
@@ -166,6 +166,12 @@ def test_generate_refuses_an_existing_job(app):
     assert result.returncode == 2
     assert result.stderr.startswith("pinrepl: job 'send-email' exists already")
     assert (app / "jobs" / "send_email.py").read_text() == original
+
+
+def test_an_app_folder_without_jobs_says_so(tmp_path):
+    result = run_cli("run-background-job", "--name", "x", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (
+        2, f"pinrepl: unknown background job 'x'; there is no jobs folder at {tmp_path}/jobs\n")
 
 
 def test_app_option_and_environment(app, tmp_path):
