@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -21,33 +20,13 @@ import click
 
 from .app import App, Settings
 from .errors import BackgroundJobFailed, ConfigError, DatabaseUnavailable, PinreplError
+from .repl import configure_logging
 
 app_option = click.option(
     "--app", "app_dir", envvar="PINREPL_APP", metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="The app folder (default: $PINREPL_APP, else the current directory).",
 )
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Logs to whatever `sys.stderr` is at the time (the REPL patches it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging() -> None:
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -587,7 +587,7 @@ class Query:
             yield record
 
     def __repr__(self) -> str:
-        return f"<Query {self._select().compile(compile_kwargs={'literal_binds': False})}>"
+        return f"<Query {' '.join(str(self._select()).split())}>"
 
 
 class Table(Query):

@@ -150,8 +150,9 @@ def _split_traceback(text: str) -> tuple[str, str | None]:
 
 async def replay(transcript: Transcript, app: App, sandbox: bool = True) -> list[Outcome]:
     """Run every example of `transcript` in a fresh console; its outcomes, in order."""
-    from .repl import Console
+    from .repl import Console, configure_logging
 
+    configure_logging()  # logged lines are output, as in the REPL
     console = Console(app)
     console.ready()
     if sandbox:

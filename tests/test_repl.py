@@ -20,11 +20,13 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|[\r\x08]")
 
 JOBS = {
     "hello.py": """
+        import logging
         from pinrepl import BackgroundJob
 
         class Hello(BackgroundJob):
             async def run(self, name="world"):
                 print(f"hello {name}")
+                logging.getLogger("jobs.hello").info("greeted %s", name)
     """,
     "sleepy.py": """
         import asyncio
@@ -99,7 +101,8 @@ def test_top_level_await_runs_a_job_and_its_output_shows(app, tmp_path):
     repl = Repl(app, tmp_path)
     screen = repl.expect("3 jobs loaded: add-user, hello, sleepy")
     assert f"app {app}" in screen and "database sqlite+aiosqlite:///" in screen
-    repl.run("await runBackgroundJob('hello', 'pinrepl')", "hello pinrepl")
+    repl.run("await runBackgroundJob('hello', 'pinrepl')", "hello pinrepl",
+             "INFO jobs.hello: greeted pinrepl")
     repl.run("await run_background_job('hello')", "hello world")
     repl.run("await database.users.count()", "6")
     repl.run("jobs['hello'].name + '!'", "'hello!'")
@@ -201,7 +204,8 @@ def test_execute_prints_values_like_the_repl(app):
     result = run_cli("repl", "--execute",
                      "await runBackgroundJob('hello', 'x')\nawait database.users.count()\n"
                      "n = 2; n * 21\nNone", cwd=app)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "hello x\n6\n42\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, "hello x\n6\n42\n", "INFO jobs.hello: greeted x\n")
 
 
 def test_piped_stdin_runs_through_the_same_evaluator(app):
