@@ -125,7 +125,11 @@ def load_models_module(path: Path | None) -> ModuleType | None:
         spec.loader.exec_module(module)
     except InvalidRequestError as exc:
         del sys.modules[name]
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0].split(".  ")[0]
+        raise ConfigError(
+            f"{path}: {first} (pinrepl.Model holds one set of tables per process; "
+            "another models file loaded here defines it)"
+        ) from None
     except Exception as exc:
         del sys.modules[name]
         raise ConfigError(f"{path} failed to import: {type(exc).__name__}: {exc}") from None

@@ -68,6 +68,8 @@ class BackgroundJob:
     def run_background_job(self):  # type: ignore[no-untyped-def]
         return self._services().run_background_job
 
+    runBackgroundJob = run_background_job  # the Pinstripe spelling
+
     @property
     def initial_params(self) -> dict[str, Any]:
         return self._services().initial_params

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .app import App
 from .evaluator import Evaluator, print_exception
+from .jobs import BackgroundJob
 
 if TYPE_CHECKING:
     from .jobs import JobRegistry
@@ -63,8 +64,9 @@ class Console:
             "__builtins__": __builtins__,
             "runBackgroundJob": self.run_background_job,
             "run_background_job": self.run_background_job,
-            "database": _Current(lambda: self.workspace.database, "database"),
-            "jobs": _Current(lambda: self.jobs, "jobs"),
+            "database": _Current(lambda: self.workspace.database),
+            "jobs": _Current(lambda: self.jobs),
+            "BackgroundJob": BackgroundJob,
             "reload": self.reload,
             "use_tenant": self.use_tenant,
         }
@@ -74,9 +76,6 @@ class Console:
     def load(self) -> None:
         """Load jobs, models and the engine now (in this thread)."""
         try:
-            from .jobs import BackgroundJob
-
-            self.namespace.setdefault("BackgroundJob", BackgroundJob)
             self.app.jobs  # noqa: B018 - discovery happens on first access
             self.app.engine  # noqa: B018
         except BaseException as exc:
@@ -168,11 +167,10 @@ class _Current:
     """Stands for whatever `get()` returns now (the session's database follows
     `use_tenant`, `jobs` follows `reload()`)."""
 
-    __slots__ = ("_get", "_name")
+    __slots__ = ("_get",)
 
-    def __init__(self, get: Callable[[], Any], name: str) -> None:
+    def __init__(self, get: Callable[[], Any]) -> None:
         self._get = get
-        self._name = name
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._get(), attr)

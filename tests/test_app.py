@@ -54,3 +54,23 @@ def test_bad_settings_are_one_clear_error(tmp_path, toml, message):
 def test_missing_app_folder(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         Settings.load(tmp_path / "nope", environ={})
+
+
+def test_two_models_files_defining_one_table_in_one_process(tmp_path):
+    from pinrepl import App
+
+    source = ("from sqlalchemy.orm import Mapped, mapped_column\nfrom pinrepl import Model\n\n"
+              "class Thing(Model):\n    __tablename__ = 'clash_things'\n"
+              "    id: Mapped[int] = mapped_column(primary_key=True)\n")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "models.py").write_text(source)
+    assert [m.__tablename__ for m in App.open(tmp_path / "a").models] == ["tenants",
+                                                                          "clash_things"]
+    with pytest.raises(ConfigError) as error:
+        App.open(tmp_path / "b").models  # noqa: B018
+    assert str(error.value) == (
+        f"{tmp_path / 'b' / 'models.py'}: Table 'clash_things' is already defined for this "
+        "MetaData instance (pinrepl.Model holds one set of tables per process; another "
+        "models file loaded here defines it)"
+    )

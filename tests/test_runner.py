@@ -37,7 +37,7 @@ JOBS = {
 
         class Nested(BackgroundJob):
             async def run(self):
-                await self.run_background_job("record", "from-nested")
+                await self.runBackgroundJob("record", "from-nested")
     """,
     "sleeps.py": """
         import asyncio
