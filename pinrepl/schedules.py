@@ -37,10 +37,6 @@ class Schedule:
             raise JobLoadError(where, f"invalid cron {expression!r}: {exc}") from None
         return cls(expression)
 
-    @property
-    def has_seconds(self) -> bool:
-        return len(self.expression.split()) == 6
-
     def next_after(self, moment: datetime, timezone: tzinfo) -> datetime:
         """The first time after `moment` this schedule fires, in `timezone`."""
         start = moment.astimezone(timezone)
