@@ -68,7 +68,9 @@ class Transcript:
                     )
                 preamble.append(line)
                 continue
-            if in_code and line.startswith("..."):
+            if in_code and line.startswith("...") and (
+                line != "..." or _open_block(current.source)
+            ):
                 continuation = CONTINUATION.fullmatch(line)
                 if continuation is None:
                     raise TranscriptError(
@@ -90,6 +92,19 @@ class Transcript:
             example.expected = example.expected.rstrip("\n") + "\n" if example.expected.strip() \
                 else ""
         return cls(path, examples, preamble)
+
+
+def _open_block(source: str) -> bool:
+    """Is a bare `...` after `source` the blank line that ends a block (rather than an
+    ellipsis at the start of the expected output)? Yes after an incomplete or compound
+    statement."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return True
+    compound = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
+                ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match)
+    return bool(tree.body) and isinstance(tree.body[-1], compound)
 
 
 def _check_complete(example: Example, path: Path) -> None:

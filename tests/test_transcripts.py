@@ -48,6 +48,22 @@ def test_parse_examples_continuations_and_comments():
     ]
 
 
+def test_a_bare_ellipsis_after_a_simple_statement_is_output():
+    transcript = parse("""\
+        pinrepl > print('a'); print('b'); print('c')
+        ...
+        c
+        pinrepl > if True:
+        ...     print('x')
+        ...
+        x
+        """)
+    first, second = transcript.examples
+    assert (first.source, first.expected) == ("print('a'); print('b'); print('c')", "...\nc\n")
+    assert (second.source, second.expected) == ("if True:\n    print('x')\n", "x\n")
+    assert matches(first.expected, "a\nb\nc\n")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "t.transcript: no prompt lines"),
     ("# only a comment\n", "t.transcript: no prompt lines"),
