@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import BackgroundJobFailed, BadJobArguments, TenantViolation
+from .tenancy import resolve_tenants, select_tenants
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ async def run_job(
     if inherited is not None:
         # Inside a tenant's workspace a run stays in that tenant: no fan-out from there.
         if tenants is not None:
-            from .tenancy import resolve_tenants
-
             for tenant in await resolve_tenants(app, tenants):
                 if tenant.id != inherited.id:
                     raise TenantViolation(
@@ -55,12 +54,8 @@ async def run_job(
         await run_once(app, spec, args, kwargs, inherited)
         return
     if tenants is not None:
-        from .tenancy import resolve_tenants
-
         chosen = await resolve_tenants(app, tenants)
     elif spec.multi_tenant:
-        from .tenancy import select_tenants
-
         chosen = await select_tenants(app, spec)
     else:
         await run_once(app, spec, args, kwargs, None)

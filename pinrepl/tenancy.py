@@ -15,7 +15,7 @@ from .errors import JobDefinitionError, NoTenantsTable, UnknownTenant, suggest
 
 if TYPE_CHECKING:
     from .app import App
-    from .database import Database, Tenant
+    from .database import Tenant
     from .jobs import JobSpec
 
 
@@ -25,7 +25,7 @@ async def select_tenants(app: App, spec: JobSpec) -> list[Tenant]:
 
     database = app.database()
     try:
-        await _require_tenants_table(app, database, spec.name)
+        await _require_tenants_table(app, spec.name)
         try:
             query = spec.cls(app.workspace()).tenants_filter(database.tenants)
         except Exception as exc:
@@ -47,7 +47,7 @@ async def resolve_tenants(app: App, refs: Iterable[Any]) -> list[Tenant]:
 
     database = app.database()
     try:
-        await _require_tenants_table(app, database, None)
+        await _require_tenants_table(app, None)
         found: list[Tenant] = []
         names: list[str] | None = None
         for ref in refs:
@@ -70,7 +70,7 @@ async def resolve_tenants(app: App, refs: Iterable[Any]) -> list[Tenant]:
         await database.aclose()
 
 
-async def _require_tenants_table(app: App, database: Database, job: str | None) -> None:
+async def _require_tenants_table(app: App, job: str | None) -> None:
     await app.engine.check()
     if not await app.engine.has_table("tenants"):
         what = f"background job {job!r} is multi-tenant but" if job else "there are no tenants:"

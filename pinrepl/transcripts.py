@@ -45,7 +45,11 @@ class Transcript:
 
     @classmethod
     def read(cls, path: Path) -> Transcript:
-        return cls.parse(path.read_text(encoding="utf-8"), path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TranscriptError(f"{path}: cannot read it as a UTF-8 text file ({exc})") from None
+        return cls.parse(text, path)
 
     @classmethod
     def parse(cls, text: str, path: Path) -> Transcript:

@@ -164,6 +164,15 @@ def test_cli_transcript_bad_file_is_one_line(tmp_path):
     assert result.stderr.count("\n") == 1
 
 
+def test_cli_transcript_that_is_not_text_is_one_line(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    (root / "binary.transcript").write_bytes(b"\xff\xfe\x00pinrepl")
+    result = run_cli("transcript", "binary.transcript", cwd=root)
+    assert result.returncode == 2
+    assert "binary.transcript: cannot read it as a UTF-8 text file" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_pytest_plugin_collects_transcripts(tmp_path):
     root = write_app(tmp_path / "app", {"greet.py": JOB})
     (root / "tests").mkdir()
