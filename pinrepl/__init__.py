@@ -1,54 +1,71 @@
 """pinrepl: named background jobs for Python apps, and the async REPL that drives them.
 
-The public names are imported lazily, so that `import pinrepl` (done by every job file)
-stays cheap: SQLAlchemy loads only with `Model` or the first database use.
+The public API is `__all__`. The names of the database layer load lazily, so that
+`import pinrepl` (done by every job file) stays cheap: SQLAlchemy loads with `Model` or the
+first database use.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "App": "app",
-    "Settings": "app",
-    "BackgroundJob": "jobs",
-    "JobRegistry": "jobs",
-    "Workspace": "workspace",
-    "Model": "database",
-    "Tenant": "database",
-    "Database": "database",
-    "PinreplError": "errors",
-    "ConfigError": "errors",
-    "DatabaseUnavailable": "errors",
-    "JobLoadError": "errors",
-    "UnknownBackgroundJob": "errors",
-    "BadJobArguments": "errors",
-    "BackgroundJobFailed": "errors",
-    "UnknownTable": "errors",
-    "UnknownColumn": "errors",
-    "UnknownTenant": "errors",
-    "NoTenantsTable": "errors",
-    "TenantViolation": "errors",
-    "TranscriptError": "errors",
-}
+from .app import App
+from .errors import (
+    BackgroundJobExit,
+    BackgroundJobFailed,
+    BadJobArguments,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidSchedule,
+    JobDefinitionError,
+    JobLoadError,
+    MissingTable,
+    NoTenantsTable,
+    PinreplError,
+    SandboxBusy,
+    TenantViolation,
+    TranscriptError,
+    UnknownBackgroundJob,
+    UnknownColumn,
+    UnknownTable,
+    UnknownTenant,
+)
+from .jobs import BackgroundJob, JobRegistry, JobSpec
+from .schedules import Schedule
+from .settings import Settings
+from .workspace import Progress, Workspace
+
+if TYPE_CHECKING:
+    from .db import Database, Model, Query, Table, Tenant
+
+_DATABASE_NAMES = ("Database", "Model", "Query", "Table", "Tenant")
 
 __all__ = [
     "App",
     "BackgroundJob",
+    "BackgroundJobExit",
     "BackgroundJobFailed",
     "BadJobArguments",
     "ConfigError",
     "Database",
     "DatabaseUnavailable",
+    "InvalidSchedule",
+    "JobDefinitionError",
     "JobLoadError",
     "JobRegistry",
+    "JobSpec",
+    "MissingTable",
     "Model",
     "NoTenantsTable",
     "PinreplError",
+    "Progress",
+    "Query",
+    "SandboxBusy",
+    "Schedule",
     "Settings",
+    "Table",
     "Tenant",
     "TenantViolation",
     "TranscriptError",
@@ -59,32 +76,12 @@ __all__ = [
     "Workspace",
 ]
 
-if TYPE_CHECKING:
-    from .app import App, Settings
-    from .database import Database, Model, Tenant
-    from .errors import (
-        BackgroundJobFailed,
-        BadJobArguments,
-        ConfigError,
-        DatabaseUnavailable,
-        JobLoadError,
-        NoTenantsTable,
-        PinreplError,
-        TenantViolation,
-        TranscriptError,
-        UnknownBackgroundJob,
-        UnknownColumn,
-        UnknownTable,
-        UnknownTenant,
-    )
-    from .jobs import BackgroundJob, JobRegistry
-    from .workspace import Workspace
-
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _DATABASE_NAMES:
         raise AttributeError(f"module 'pinrepl' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    from . import db  # SQLAlchemy loads here, on first use of a database name
+
+    value = getattr(db, name)
     globals()[name] = value
     return value

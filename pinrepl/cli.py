@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -18,9 +19,35 @@ from typing import Any
 
 import click
 
-from .app import App, Settings
+from . import __version__
+from .app import App
 from .errors import BackgroundJobFailed, ConfigError, DatabaseUnavailable, PinreplError
-from .repl import configure_logging
+from .jobs import JOB_NAME, job_name_of
+from .settings import Settings, find_app
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever `sys.stderr` is at the time (the REPL's prompt patches it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """Log INFO and up to the current stderr, as `LEVEL logger: message`. Only the
+    commands call this: pinrepl as a library leaves logging to its user."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
 
 app_option = click.option(
     "--app", "app_dir", envvar="PINREPL_APP", metavar="DIR",
@@ -70,17 +97,21 @@ class _FanOutReport:
     def start(self, tenants: list[Any]) -> None:
         self.started, self.total = True, len(tenants)
         if sys.stderr.isatty() and tenants:
-            from rich.console import Console
+            from rich.console import Console  # rich loads only to draw
             from rich.progress import Progress
 
             self._bar = Progress(console=Console(stderr=True), transient=True)
             self._bar.start()
             self._task = self._bar.add_task("tenants", total=len(tenants))
 
+    def running(self, tenant: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"tenant {tenant.name}")
+
     def done(self, tenant: Any, error: BaseException | None) -> None:
         self.failed += error is not None
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, description=f"tenant {tenant.name}")
+            self._bar.update(self._task, advance=1)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -94,17 +125,28 @@ class _FanOutReport:
         )
 
 
-def _raised_by_job(exc: BaseException) -> bool:
-    """Did the job's own code raise `exc` (the runner noted the job on it)? A bad setting or
-    an unreachable database is the app's environment at fault, wherever it surfaced."""
-    notes = getattr(exc, "__notes__", ())
-    return not isinstance(exc, ConfigError | DatabaseUnavailable) and any(
-        note.startswith(("in background job", "in tenants_filter")) for note in notes
-    )
+def _environment_error(exc: BaseException) -> bool:
+    """A bad setting or an unusable database is the app's environment at fault, wherever
+    it surfaced: one line, exit 2. Anything else raised while a job runs is its failure."""
+    return isinstance(exc, ConfigError | DatabaseUnavailable)
+
+
+def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
+    kwargs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'--kwarg'")
+        kwargs[key] = value
+    return kwargs
 
 
 @cli.command("run-background-job")
 @click.option("--name", required=True, help="The job's name, e.g. send-newsletter.")
+@click.option(
+    "--kwarg", "kwarg_pairs", multiple=True, metavar="KEY=VALUE",
+    help="A keyword argument for run(), as a string (repeatable).",
+)
 @click.option(
     "--tenant", "tenants", multiple=True, metavar="ID_OR_NAME",
     help="Run for this tenant only (repeatable), multi-tenant job or not.",
@@ -113,24 +155,34 @@ def _raised_by_job(exc: BaseException) -> bool:
 @app_option
 @command
 async def run_background_job(
-    name: str, tenants: tuple[str, ...], args: tuple[str, ...], app_dir: Path | None
+    name: str, kwarg_pairs: tuple[str, ...], tenants: tuple[str, ...], args: tuple[str, ...],
+    app_dir: Path | None,
 ) -> int:
-    """Run job NAME now, with ARGS forwarded as strings, and wait for it to finish."""
+    """Run job NAME now, with ARGS (and --kwarg values) forwarded as strings, and wait for
+    it to finish."""
+    kwargs = _parse_kwargs(kwarg_pairs)
     configure_logging()
     async with App(Settings.load(app_dir)) as app:
-        spec = app.jobs.get(name)
+        # Resolving the job, its arguments and its tenants: a mistake is one line, exit 2.
+        try:
+            prepared = await app.runner.prepare(name, args, kwargs, tenants=tenants or None)
+        except PinreplError:
+            raise
+        except Exception as filter_error:  # the job's own tenants_filter failed
+            traceback.print_exception(filter_error)
+            return 1
         report = _FanOutReport()
         try:
-            await app.run_job(name, args, tenants=tenants or None, progress=report)
+            await app.runner.execute(prepared, report)
         except BackgroundJobFailed as group:
             report.close()
-            for exc in group.exceptions:
-                traceback.print_exception(exc)
+            for failure in group.exceptions:
+                traceback.print_exception(failure)
             click.echo(report.summary(), err=True)
             return 1
         except Exception as exc:
-            if isinstance(exc, PinreplError) and not _raised_by_job(exc):
-                raise  # a usage error: one line, exit 2
+            if _environment_error(exc):
+                raise
             report.close()
             traceback.print_exception(exc)
             return 1
@@ -138,7 +190,7 @@ async def run_background_job(
             report.close()
         if report.started:
             if report.total == 0:
-                click.echo(f"no tenants selected for {spec.name!r}; nothing ran", err=True)
+                click.echo(f"no tenants selected for {name!r}; nothing ran", err=True)
             else:
                 click.echo(report.summary(), err=True)
     return 0
@@ -160,14 +212,14 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
     except PinreplError as exc:
         fail(str(exc))
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in registry:
-        upcoming = [s.next_after(now, settings.timezone) for s in spec.schedules]
+        upcoming = [s.next_after(now).astimezone(settings.timezone) for s in spec.schedules]
         shown_next = min(upcoming).strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "-"
         rows.append({
             "name": spec.name,
             "file": str(spec.path.relative_to(settings.root)),
-            "schedules": [s.expression for s in spec.schedules],
+            "schedules": [s.cron for s in spec.schedules],
             "next_run": min(upcoming).isoformat() if upcoming else None,
             "multi_tenant": spec.multi_tenant,
             "shown_next": shown_next,
@@ -180,7 +232,7 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
             {"timezone": settings.timezone.key, "jobs": rows, "errors": errors}, indent=2
         ))
     else:
-        from rich.console import Console
+        from rich.console import Console  # rich loads only to draw
         from rich.table import Table
 
         table = Table(title=f"background jobs (times in {settings.timezone.key})")
@@ -220,8 +272,6 @@ class {class_name}(BackgroundJob):
 @app_option
 def generate_background_job(name: str, app_dir: Path | None) -> None:
     """Write jobs/<snake_name>.py from a template with a schedule and a run()."""
-    from .jobs import JOB_NAME, job_name_of
-
     try:
         settings = Settings.load(app_dir)
     except PinreplError as exc:
@@ -275,36 +325,28 @@ async def repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Pat
 
     With --execute, or with a standard input that is not a terminal, the code runs through
     the same evaluator and the exit status is 1 on an uncaught exception."""
-    from .repl import execute, history_path, interact, open_console, shown_url
+    from .console.repl import execute, session, shown_url  # only this command needs them
 
     configure_logging()
-    async with App(Settings.load(app_dir)) as app:
-        console = await open_console(app, tenant, sandbox)
-        try:
-            if code is not None:
-                return await execute(console, code, "<string>")
-            if not sys.stdin.isatty():
-                return await execute(console, sys.stdin.read())
-            settings = app.settings
-            click.echo(
-                f"pinrepl {_version()} · app {settings.root} · "
-                f"database {shown_url(settings.database_url)}"
-                + (" · sandbox: writes are rolled back at exit" if sandbox else "")
-            )
-            click.echo(
-                "await runBackgroundJob('name', *args) · database.<table> · jobs · reload() · "
-                "await use_tenant('name') · Ctrl-C stops a job · Ctrl-D quits"
-            )
-            await interact(console, history_path(app))
-        finally:
-            await console.aclose()
+    async with App(Settings.load(app_dir)) as app, session(app, tenant, sandbox) as console:
+        if code is not None:
+            return await execute(console, code, "<string>")
+        if not sys.stdin.isatty():
+            return await execute(console, sys.stdin.read())
+        from .console.prompt import history_path, interact  # ptpython: only for a terminal
+
+        settings = app.settings
+        click.echo(
+            f"pinrepl {__version__} · app {settings.root} · "
+            f"database {shown_url(settings.database_url)}"
+            + (" · sandbox: writes are rolled back at exit" if sandbox else "")
+        )
+        click.echo(
+            "await runBackgroundJob('name', *args) · database.<table> · jobs · reload() · "
+            "await use_tenant('name') · Ctrl-C stops a job · Ctrl-D quits"
+        )
+        await interact(console, history_path(settings.root))
     return 0
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 @cli.command("transcript")
@@ -312,18 +354,39 @@ def _version() -> str:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--update", is_flag=True, help="Rewrite the expected output of what differs.")
 @click.option("--no-sandbox", is_flag=True, help="Keep the database writes of the replay.")
+@click.option("--database", type=click.Choice(["test", "app"]), default="test",
+              show_default=True,
+              help="Replay on a test database made for the run, or on the app's own.")
 @app_option
 @command
-async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool,
+async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool, database: str,
                      app_dir: Path | None) -> int:
-    """Replay transcript FILES through the REPL's evaluator and show the differences."""
-    from .transcripts import Transcript, replay, updated
+    """Replay transcript FILES through the REPL's evaluator and show the differences.
+
+    Each file replays against its app (--app, else the nearest app folder above the file)
+    in a sandbox of its own unless --no-sandbox."""
+    from .console.transcripts import (  # only this command needs them
+        Transcript,
+        create_test_database,
+        drop_test_database,
+        replay,
+        updated,
+    )
 
     parsed = [Transcript.read(path) for path in files]  # all malformed files fail first
-    failed = 0
-    async with App(Settings.load(app_dir)) as app:
-        for script in parsed:
-            outcomes = await replay(script, app, sandbox=not no_sandbox)
+    scripts = [(script, Settings.load(app_dir or find_app(script.path.parent)))
+               for script in parsed]
+    apps = {settings.root: settings for _script, settings in scripts}
+    made: list[Settings] = []
+    try:
+        if database == "test":
+            for root, settings in apps.items():
+                apps[root] = await create_test_database(settings)
+                made.append(apps[root])
+        failed = 0
+        for script, settings in scripts:
+            async with App(apps[settings.root]) as app:
+                outcomes = await replay(script, app, sandbox=not no_sandbox)
             bad = [o for o in outcomes if not o.passed]
             if bad and update:
                 script.path.write_text(updated(script, outcomes), encoding="utf-8")
@@ -334,6 +397,9 @@ async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool,
             failed += bool(bad)
             click.echo(f"{script.path}: {len(outcomes) - len(bad)} of {len(outcomes)} "
                        "examples passed")
+    finally:
+        for settings in made:
+            await drop_test_database(settings)
     return 1 if failed else 0
 
 

@@ -1,8 +1,11 @@
 """Every exception pinrepl raises on purpose, in one place.
 
-`PinreplError` marks an error a user caused (bad name, bad setting, bad input): the CLI
-prints its message as one line and exits 2. Failures of a job's own code are not
-wrapped: they reach the caller as they were raised, with a note naming the job.
+`PinreplError` marks an error a user can fix (bad name, bad setting, bad input): its
+message is one line, and the CLI prints it and exits 2. `ConfigError` and
+`DatabaseUnavailable` are about the app's environment, whenever they happen; the others are
+the caller's mistakes when a run is prepared, and a job's failure when its own code raises
+them. Failures of a job's own code are not wrapped: they reach the caller as they were
+raised, with a note naming the job.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ class ConfigError(PinreplError):
 
 class DatabaseUnavailable(PinreplError):
     """The database cannot be reached or does not exist yet."""
+
+
+class MissingTable(DatabaseUnavailable):
+    """The database lacks a table the app needs: `pinrepl init-database` creates it."""
+
+
+class SandboxBusy(PinreplError):
+    """A session waited too long for its turn on the sandbox's one connection."""
 
 
 class JobLoadError(PinreplError):
@@ -72,7 +83,7 @@ class UnknownTenant(PinreplError, LookupError):
         return self.args[0]
 
 
-class NoTenantsTable(PinreplError):
+class NoTenantsTable(MissingTable):
     """A multi-tenant run needs the `tenants` table, and the database has none."""
 
 
@@ -82,6 +93,11 @@ class TenantViolation(PinreplError):
 
 class TranscriptError(PinreplError):
     """A transcript file that cannot be read as a transcript (names the file and line)."""
+
+
+class BackgroundJobExit(Exception):
+    """A job called `sys.exit()`: a failure of that run like any other, not the end of the
+    caller (the `SystemExit` is its `__cause__`)."""
 
 
 class BackgroundJobFailed(ExceptionGroup):
@@ -100,5 +116,16 @@ class BackgroundJobFailed(ExceptionGroup):
     def __init__(self, message: str, exceptions: Sequence[Exception], total: int = 0) -> None:
         super().__init__(message, exceptions)
 
-    def derive(self, excs: Sequence[Exception]) -> BackgroundJobFailed:
+    def derive(self, excs: Sequence[Exception]) -> BackgroundJobFailed:  # type: ignore[override]
         return BackgroundJobFailed(self.message, excs, self.total)
+
+
+class InvalidSchedule(PinreplError, ValueError):
+    """A schedule that cannot be used: a bad or never-firing cron, or an unknown timezone.
+
+    The message is one line naming the cron expression and what is wrong with it."""
+
+    def __init__(self, cron: object, problem: str) -> None:
+        super().__init__(f"invalid cron {cron!r}: {problem}")
+        self.cron = cron
+        self.problem = problem

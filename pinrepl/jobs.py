@@ -2,11 +2,13 @@
 
 A job's name is its file's path under the jobs folder without `.py`, underscores turned to
 dashes. Each file is imported once per discovery; a file that cannot be used becomes a
-`JobLoadError` in `JobRegistry.errors` and every other job stays usable.
+`JobLoadError` in `JobRegistry.errors` and every other job stays usable. Importing this
+module is cheap (every job file does it): no SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import itertools
@@ -14,16 +16,17 @@ import re
 import sys
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from .errors import JobLoadError, UnknownBackgroundJob
+from .schedules import Schedule
 
 if TYPE_CHECKING:
-    from .database import Database, Query
-    from .schedules import Schedule
+    from .db import Database, Query, Tenant
     from .workspace import Workspace
 
 JOB_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)*")
@@ -42,14 +45,16 @@ class BackgroundJob:
 
     def __init__(self, workspace: Workspace | None = None) -> None:
         self.workspace = workspace
-        self._schedules: list[str] = []
+        self._schedules: list[tuple[Any, tuple[Any, ...], str | None, dict[str, Any]]] = []
 
     def meta(self) -> None:
         """Called once when the job is loaded; call `self.schedule(cron)` here."""
 
-    def schedule(self, cron: str) -> None:
-        """Add a cron schedule: 5 fields, or 6 with seconds first."""
-        self._schedules.append(cron)
+    def schedule(self, cron: str, *args: Any, timezone: str | None = None, **kwargs: Any
+                 ) -> None:
+        """Run this job at the times of `cron` (5 fields, or 6 with seconds first) with
+        `run(*args, **kwargs)`, in `timezone` (default: the app's)."""
+        self._schedules.append((cron, args, timezone, kwargs))
 
     def tenants_filter(self, tenants: Query) -> Query:
         """Which tenants a multi-tenant run covers (default: all)."""
@@ -65,7 +70,7 @@ class BackgroundJob:
         return self._services().database
 
     @property
-    def run_background_job(self):  # type: ignore[no-untyped-def]
+    def run_background_job(self) -> Callable[..., Awaitable[None]]:
         return self._services().run_background_job
 
     runBackgroundJob = run_background_job  # the Pinstripe spelling
@@ -75,7 +80,7 @@ class BackgroundJob:
         return self._services().initial_params
 
     @property
-    def tenant(self) -> Any:
+    def tenant(self) -> Tenant | None:
         return self._services().tenant
 
     def _services(self) -> Workspace:
@@ -100,6 +105,11 @@ class JobSpec:
     def tenant_concurrency(self) -> int:
         return max(1, int(self.cls.tenant_concurrency))
 
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The signature of `run()`, `self` included."""
+        return inspect.signature(self.cls.run)
+
 
 class JobRegistry:
     """The jobs of one app: `names`, lookup by name (`registry['x']`), load `errors`."""
@@ -114,7 +124,11 @@ class JobRegistry:
         self.errors = [error for errors in broken.values() for error in errors]
 
     @classmethod
-    def discover(cls, root: Path, default_multi_tenant: bool = False) -> JobRegistry:
+    def discover(
+        cls, root: Path, default_multi_tenant: bool = False, timezone: ZoneInfo | None = None
+    ) -> JobRegistry:
+        """Load every job file under `root`; schedules without a timezone get `timezone`."""
+        defaults = _Defaults(default_multi_tenant, timezone or ZoneInfo("UTC"))
         files = sorted(
             p for p in root.rglob("*.py")
             if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts)
@@ -137,7 +151,7 @@ class JobRegistry:
                 ]
                 continue
             try:
-                jobs[name] = _load(package, root, name, paths[0], default_multi_tenant)
+                jobs[name] = _load(package, root, name, paths[0], defaults)
             except JobLoadError as exc:
                 broken[name] = [exc]
         return cls(root, jobs, broken)
@@ -171,7 +185,7 @@ class JobRegistry:
         lines = [f"{len(self)} background jobs in {_shown(self.root)}:"]
         width = max((len(n) for n in self.names), default=0)
         for spec in self:
-            crons = ", ".join(s.expression for s in spec.schedules) or "-"
+            crons = ", ".join(s.cron for s in spec.schedules) or "-"
             tenancy = "  multi-tenant" if spec.multi_tenant else ""
             lines.append(f"  {spec.name:<{width}}  {crons}{tenancy}")
         lines.extend(f"  load error: {e}" for e in self.errors)
@@ -202,13 +216,26 @@ def _job_package(root: Path) -> str:
     importlib.invalidate_caches()
     name = f"pinrepl_jobs_{next(_packages)}"
     _package_roots[name] = root
-    package = types.ModuleType(name)
-    package.__path__ = [str(root)]
-    sys.modules[name] = package
+    module = types.ModuleType(name)
+    module.__path__ = [str(root)]
+    sys.modules[name] = module
     return name
 
 
-def _load(package: str, root: Path, name: str, path: Path, default_mt: bool) -> JobSpec:
+@dataclass(frozen=True)
+class _Defaults:
+    multi_tenant: bool
+    timezone: ZoneInfo
+
+
+def make_importable(root: Path) -> None:
+    """Put the app folder on `sys.path` (once), so its files import each other by name."""
+    folder = str(root.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) -> JobSpec:
     shown = _shown(path)
     if not JOB_NAME.fullmatch(name):
         raise JobLoadError(shown, f"{name!r} is not a job name (lowercase letters, digits, _)")
@@ -239,10 +266,12 @@ def _load(package: str, root: Path, name: str, path: Path, default_mt: bool) -> 
         declared.meta()
     except Exception as exc:
         raise JobLoadError(shown, f"meta() raised {type(exc).__name__}: {exc}") from exc
-    from .schedules import Schedule
-
-    schedules = [Schedule.parse(cron, where=shown) for cron in declared._schedules]
-    multi_tenant = default_mt if cls.multi_tenant is None else bool(cls.multi_tenant)
+    schedules = [
+        Schedule.parse(cron, where=shown, timezone=timezone or defaults.timezone,
+                       args=args, kwargs=kwargs)
+        for cron, args, timezone, kwargs in declared._schedules
+    ]
+    multi_tenant = defaults.multi_tenant if cls.multi_tenant is None else bool(cls.multi_tenant)
     return JobSpec(name, path, cls, schedules, multi_tenant)
 
 

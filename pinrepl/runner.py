@@ -1,131 +1,240 @@
-"""runBackgroundJob: one run in a fresh workspace, or a fan-out with one per tenant.
+"""The runner: the only code that runs a job. One run in a fresh workspace, a fan-out with
+one run per tenant, and which tenants a run covers.
 
-Every run gets its own `Workspace`, torn down in a `finally` whatever happens. A failing
-run's exception reaches the caller with a note naming the job (and tenant). A fan-out runs
-every tenant even when some fail, then raises `BackgroundJobFailed` holding the failures.
+A run has two phases. `prepare` resolves what the caller asked for (the job, its arguments,
+its tenants: chosen by the caller or by the job's `tenants_filter`) and raises the caller's
+mistakes; `execute` runs it, and whatever it raises is the job's failure. Every run gets
+its own `Workspace`, torn down in a `finally`. A failing run's exception reaches the caller
+with a note naming the job (and tenant). A fan-out runs every tenant even when some fail,
+then raises `BackgroundJobFailed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .errors import BackgroundJobFailed, BadJobArguments, TenantViolation
-from .tenancy import resolve_tenants, select_tenants
-from .workspace import Workspace
+from .errors import (
+    BackgroundJobExit,
+    BackgroundJobFailed,
+    BadJobArguments,
+    JobDefinitionError,
+    NoTenantsTable,
+    TenantViolation,
+    UnknownTenant,
+    suggest,
+)
+from .jobs import JobRegistry, JobSpec
+from .workspace import Progress, Workspace
 
 if TYPE_CHECKING:
-    from .app import App
-    from .jobs import JobSpec
+    from .db import Database, Tenant
+
+#: Tenant ids are ASCII digits that fit a 64-bit integer column; anything else is a name.
+MAX_TENANT_ID = 2**63 - 1
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A run resolved and ready: the job, its arguments, and its tenants. `tenants` is
+    None for one run in `tenant` (or in none), else a list for a fan-out over those."""
 
-class Progress(Protocol):
-    """What a caller may watch of a fan-out (the CLI draws a progress bar with it)."""
+    spec: JobSpec
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    tenant: Tenant | None = None
+    tenants: list[Tenant] | None = None
 
-    def start(self, tenants: list[Any]) -> None: ...
 
-    def done(self, tenant: Any, error: BaseException | None) -> None: ...
+class Runner:
+    """Runs the jobs of `jobs` (replaced by `reload()`), in workspaces whose database
+    `open_database(tenant_id)` opens."""
 
+    def __init__(self, jobs: JobRegistry, open_database: Callable[[int | None], Database]
+                 ) -> None:
+        self.jobs = jobs
+        self._open_database = open_database
 
-async def run_job(
-    app: App,
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    caller: Workspace | None = None,
-    tenants: Iterable[Any] | None = None,
-    progress: Progress | None = None,
-) -> None:
-    """Run job `name`; see `App.run_job` for the options."""
-    spec = app.jobs.get(name)
-    inherited = caller.tenant if caller is not None else None
-    if inherited is not None:
-        # Inside a tenant's workspace a run stays in that tenant: no fan-out from there.
-        if tenants is not None:
-            for tenant in await resolve_tenants(app, tenants):
+    def workspace(self, tenant: Tenant | None = None) -> Workspace:
+        """A fresh workspace, in `tenant` or in none."""
+        return Workspace(tenant, self._open_database, self.run_job)
+
+    async def run_job(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Run job `name` now (SPEC 3); `caller` is the workspace it is called from."""
+        prepared = await self.prepare(name, args, kwargs, caller=caller, tenants=tenants)
+        await self.execute(prepared, progress)
+
+    # -- phase 1: what was asked ----------------------------------------------------------
+
+    async def prepare(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
+    ) -> Prepared:
+        """Resolve a run; raises `UnknownBackgroundJob`, `JobLoadError`, `BadJobArguments`,
+        `UnknownTenant` or `TenantViolation` for what the caller got wrong, and what the
+        job's `tenants_filter` raises."""
+        spec = self.jobs.get(name)
+        check_arguments(spec, args, kwargs)
+        chosen = None if tenants is None else await self.resolve_tenants(tenants)
+        inherited = caller.tenant if caller is not None else None
+        if inherited is not None:
+            # Inside a tenant's workspace a run stays in that tenant: no fan-out from there.
+            for tenant in chosen or ():
                 if tenant.id != inherited.id:
                     raise TenantViolation(
                         f"tenant {inherited.name!r} may not run {name!r} for tenant "
                         f"{tenant.name!r}"
                     )
-        await run_once(app, spec, args, kwargs, inherited)
-        return
-    if tenants is not None:
-        chosen = await resolve_tenants(app, tenants)
-    elif spec.multi_tenant:
-        chosen = await select_tenants(app, spec)
-    else:
-        await run_once(app, spec, args, kwargs, None)
-        return
-    await fan_out(app, spec, args, kwargs, chosen, progress)
+            return Prepared(spec, args, kwargs, tenant=inherited)
+        if chosen is None and spec.multi_tenant:
+            chosen = await self.select_tenants(spec)
+        return Prepared(spec, args, kwargs, tenants=chosen)
 
-
-async def run_once(
-    app: App, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any], tenant: Any
-) -> None:
-    """One run of `spec` in a fresh workspace (for `tenant`, or none)."""
-    workspace = Workspace(app, tenant)
-    try:
-        job = spec.cls(workspace)
+    async def resolve_tenants(self, refs: Iterable[Any]) -> list[Tenant]:
+        """Tenant rows for `refs` (rows, ids or names), each once, in the order given."""
+        database = self._open_database(None)
         try:
-            running = job.run(*args, **kwargs)
-        except TypeError as exc:  # an `async def` only binds its arguments when called
-            raise BadJobArguments(f"background job {spec.name!r}: {exc}") from None
+            await _require_tenants_table(database, None)
+            found: dict[int, Tenant] = {}
+            for ref in refs:
+                tenant = await _find_tenant(database, ref)
+                found.setdefault(tenant.id, tenant)
+            return list(found.values())
+        finally:
+            await database.aclose()
+
+    # -- phase 2: running it --------------------------------------------------------------
+
+    async def execute(self, prepared: Prepared, progress: Progress | None = None) -> None:
+        p = prepared
+        if p.tenants is None:
+            await self.run_once(p.spec, p.args, p.kwargs, p.tenant)
+        else:
+            await self.fan_out(p.spec, p.args, p.kwargs, p.tenants, progress)
+
+    async def run_once(
+        self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
+        tenant: Tenant | None,
+    ) -> None:
+        """One run of `spec` in a fresh workspace (for `tenant`, or none)."""
+        workspace = self.workspace(tenant)
+        where = f" for tenant {tenant.id} ({tenant.name})" if tenant is not None else ""
         try:
-            await running
-        except Exception as exc:
-            where = f" for tenant {tenant.id} ({tenant.name})" if tenant is not None else ""
-            exc.add_note(f"in background job {spec.name!r}{where}")
-            raise
-    finally:
-        await workspace.aclose()
+            try:
+                await spec.cls(workspace).run(*args, **kwargs)
+            except SystemExit as exit_:
+                raise BackgroundJobExit(
+                    f"background job {spec.name!r} called sys.exit({exit_.code!r})"
+                ) from exit_
+            except Exception as exc:
+                exc.add_note(f"in background job {spec.name!r}{where}")
+                raise
+        finally:
+            await workspace.aclose()
 
-
-async def fan_out(
-    app: App,
-    spec: JobSpec,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    tenants: list[Any],
-    progress: Progress | None = None,
-) -> None:
-    """Run `spec` once per tenant; every tenant runs, failures are raised together."""
-    failures: list[Exception] = []
-    if progress is not None:
-        progress.start(tenants)
-
-    async def one(tenant: Any) -> None:
-        error: Exception | None = None
-        try:
-            await run_once(app, spec, args, kwargs, tenant)
-        except Exception as exc:
-            error = exc
-            failures.append(exc)
+    async def fan_out(
+        self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
+        tenants: list[Tenant], progress: Progress | None = None,
+    ) -> None:
+        """Run `spec` once per tenant; every tenant runs, failures are raised together.
+        Only KeyboardInterrupt and cancellation stop a fan-out."""
+        failures: list[Exception] = []
         if progress is not None:
-            progress.done(tenant, error)
+            progress.start(tenants)
 
-    # A sandbox is one connection: its savepoints cannot interleave, so no concurrency.
-    concurrency = 1 if app.sandboxed else spec.tenant_concurrency
-    if concurrency == 1:
-        for tenant in tenants:
-            await one(tenant)
-    else:
-        limit = asyncio.Semaphore(concurrency)
+        async def one(tenant: Tenant) -> None:
+            if progress is not None:
+                progress.running(tenant)
+            error: Exception | None = None
+            try:
+                await self.run_once(spec, args, kwargs, tenant)
+            except Exception as exc:
+                error = exc
+                failures.append(exc)
+            if progress is not None:
+                progress.done(tenant, error)
 
-        async def bounded(tenant: Any) -> None:
-            async with limit:
-                await one(tenant)
-
-        async with asyncio.TaskGroup() as group:
+        if spec.tenant_concurrency == 1:
             for tenant in tenants:
-                group.create_task(bounded(tenant))
-    if failures:
-        raise BackgroundJobFailed(
-            f"background job {spec.name!r} failed for {len(failures)} of {len(tenants)} "
-            "tenants",
-            failures,
-            total=len(tenants),
+                await one(tenant)
+        else:
+            limit = asyncio.Semaphore(spec.tenant_concurrency)
+
+            async def bounded(tenant: Tenant) -> None:
+                async with limit:
+                    await one(tenant)
+
+            async with asyncio.TaskGroup() as group:
+                for tenant in tenants:
+                    group.create_task(bounded(tenant))
+        if failures:
+            raise BackgroundJobFailed(
+                f"background job {spec.name!r} failed for {len(failures)} of {len(tenants)} "
+                "tenants",
+                failures,
+                total=len(tenants),
+            )
+
+    async def select_tenants(self, spec: JobSpec) -> list[Tenant]:
+        """The tenants `spec`'s `tenants_filter` selects, in id order."""
+        database = self._open_database(None)
+        try:
+            await _require_tenants_table(database, spec.name)
+            tenants = database.tenants
+            try:
+                query = spec.cls(self.workspace()).tenants_filter(tenants)
+            except Exception as exc:
+                exc.add_note(f"in tenants_filter of background job {spec.name!r}")
+                raise
+            if getattr(query, "model", None) is not tenants.model:
+                raise JobDefinitionError(
+                    f"background job {spec.name!r}: tenants_filter must return a query of "
+                    f"tenants (like tenants.where(active=True)), not {type(query).__name__}"
+                )
+            return await query.order_by(tenants.model.id).all()
+        finally:
+            await database.aclose()
+
+
+def check_arguments(spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`BadJobArguments` unless `run(*args, **kwargs)` fits the job's signature; the
+    message counts the arguments as the caller does (without `self`)."""
+    try:
+        spec.signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        params = list(spec.signature.parameters.values())[1:]
+        shown = spec.signature.replace(parameters=params)
+        given = f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"
+        if kwargs:
+            given += f" and keyword argument(s) {', '.join(kwargs)}"
+        raise BadJobArguments(
+            f"background job {spec.name!r}: {exc} (run{shown} was given {given})"
+        ) from None
+
+
+async def _find_tenant(database: Database, ref: Any) -> Tenant:
+    model: type[Tenant] = database.tenants.model  # type: ignore[assignment]
+    if isinstance(ref, model):
+        return ref
+    text = str(ref)
+    by_id = text.isascii() and text.isdigit() and int(text) <= MAX_TENANT_ID
+    query = database.tenants.where(id=int(text)) if by_id else database.tenants.where(name=text)
+    tenant = await query.first()
+    if tenant is None:
+        names = [t.name for t in await database.tenants.all()]
+        raise UnknownTenant(f"unknown tenant {text!r}{suggest(text, names)}")
+    return tenant
+
+
+async def _require_tenants_table(database: Database, job: str | None) -> None:
+    if not await database.has_table("tenants"):
+        what = f"background job {job!r} is multi-tenant but" if job else "there are no tenants:"
+        raise NoTenantsTable(
+            f"{what} the database has no tenants table; create it with: pinrepl init-database"
         )

@@ -1,33 +1,59 @@
 """The workspace: the fresh context one run of a job gets, and its teardown.
 
-A workspace is cheap to make: its database is opened on first use, so a run that never
-touches the database opens no session. `aclose()` closes whatever was opened (the session
-goes back to the pool) and is called in a `finally` by every run.
+A workspace is handed what it needs: its tenant, a way to open its database and a way to
+run further jobs (the runner's). It is cheap to make: its database is opened on first use,
+so a run that never touches the database opens no session. `aclose()` closes whatever was
+opened (the session goes back to the pool) and is called in a `finally` by every run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .app import App
-    from .database import Database
-    from .runner import Progress
+    from .db import Database, Tenant
+
+
+class Progress(Protocol):
+    """What a caller may watch of a fan-out (the CLI draws a progress bar with it)."""
+
+    def start(self, tenants: list[Tenant]) -> None:
+        """The fan-out will run these tenants."""
+
+    def running(self, tenant: Tenant) -> None:
+        """`tenant`'s run starts now."""
+
+    def done(self, tenant: Tenant, error: BaseException | None) -> None:
+        """`tenant`'s run ended, with `error` if it failed."""
+
+
+class RunJob(Protocol):
+    """How a workspace runs further jobs (the runner's `run_job`)."""
+
+    async def __call__(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
+        progress: Progress | None = None,
+    ) -> None: ...
 
 
 class Workspace:
     """Services of one context: `database`, `run_background_job`, `initial_params`,
     `tenant` (a tenant row or None) and `workspace` (itself)."""
 
-    __slots__ = ("_database", "app", "initial_params", "tenant")
+    __slots__ = ("_database", "_open_database", "_run_job", "initial_params", "tenant")
 
-    def __init__(self, app: App, tenant: Any = None) -> None:
-        self.app = app
+    def __init__(
+        self, tenant: Tenant | None, open_database: Callable[[int | None], Database],
+        run_job: RunJob,
+    ) -> None:
         self.tenant = tenant
         self.initial_params: dict[str, Any] = {
             "_headers": {} if tenant is None else {"x-tenant-id": tenant.id}
         }
+        self._open_database = open_database
+        self._run_job = run_job
         self._database: Database | None = None
 
     @property
@@ -41,19 +67,13 @@ class Workspace:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = self.app.database(self.tenant_id)
+            self._database = self._open_database(self.tenant_id)
         return self._database
-
-    @property
-    def opened_database(self) -> bool:
-        return self._database is not None
 
     async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Run job `name` in a fresh workspace of its own; this one stays untouched.
         Inside a tenant's workspace the run stays in that tenant."""
-        from .runner import run_job
-
-        await run_job(self.app, name, args, kwargs, caller=self)
+        await self._run_job(name, args, kwargs, caller=self)
 
     runBackgroundJob = run_background_job  # the contract's alias
 
@@ -69,12 +89,10 @@ class Workspace:
         """`run_background_job` with explicit options: `tenants` (ids, names or rows) runs
         the job for exactly those tenants, multi-tenant or not (inside a tenant's workspace
         only that tenant may be chosen); `progress` is told when a fan-out starts and as
-        each tenant finishes."""
-        from .runner import run_job
-
-        await run_job(
-            self.app, name, tuple(args), dict(kwargs or {}),
-            caller=self, tenants=tenants, progress=progress,
+        each tenant starts and finishes."""
+        await self._run_job(
+            name, tuple(args), dict(kwargs or {}), caller=self, tenants=tenants,
+            progress=progress,
         )
 
     async def aclose(self) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,28 +18,6 @@ PG_URL = os.environ.get("PINREPL_TEST_DATABASE_URL")
 needs_postgres = pytest.mark.skipif(
     not PG_URL, reason="PINREPL_TEST_DATABASE_URL is not set (e.g. postgresql://127.0.0.1/test)"
 )
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The transcripts in tests/ replay against the example app with its demo data, in a
-    database made for this test run (pinrepl's plugin reads PINREPL_DATABASE_URL)."""
-    folder = tempfile.mkdtemp(prefix="pinrepl-transcripts-")
-    url = f"sqlite+aiosqlite:///{folder}/demo.db"
-
-    async def create() -> None:
-        async with App.open(REPO, environ={"PINREPL_DATABASE_URL": url}) as app:
-            await app.init_database(demo=True, echo=lambda _line: None)
-
-    asyncio.run(create())
-    session.config.stash[_demo_folder] = folder
-    os.environ["PINREPL_DATABASE_URL"] = url
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    shutil.rmtree(session.config.stash.get(_demo_folder, ""), ignore_errors=True)
-
-
-_demo_folder = pytest.StashKey[str]()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -100,7 +75,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def reset_database(app: App) -> None:
     """Drop the app's tables (PostgreSQL keeps them between tests), then create them."""
-    from pinrepl.database import Model
+    from pinrepl import Model
 
     tables = [m.__table__ for m in app.engine.tables.values()]
     await app.engine.check(create=True)

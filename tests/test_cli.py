@@ -72,8 +72,14 @@ def test_failing_job_exits_1_with_its_traceback(app):
     (["--name", "send-emial"],
      "pinrepl: unknown background job 'send-emial' (did you mean: send-email?)\n"),
     (["--name", "send-email", "only-address"],
-     "pinrepl: background job 'send-email': SendEmail.run() missing 1 required positional "
-     "argument: 'message'\n"),
+     "pinrepl: background job 'send-email': missing a required argument: 'message' "
+     "(run(address, message) was given 1 positional argument)\n"),
+    (["--name", "send-email", "a", "b", "c"],
+     "pinrepl: background job 'send-email': too many positional arguments "
+     "(run(address, message) was given 3 positional arguments)\n"),
+    (["--name", "send-email", "a", "b", "--kwarg", "cc=x"],
+     "pinrepl: background job 'send-email': got an unexpected keyword argument 'cc' "
+     "(run(address, message) was given 2 positional arguments and keyword argument(s) cc)\n"),
 ])
 def test_usage_errors_exit_2_with_one_line(app, args, message):
     result = run_cli("run-background-job", *args, cwd=app)
@@ -198,7 +204,9 @@ def test_broken_models_file_is_one_line(tmp_path):
     app = write_app(tmp_path / "a", JOBS, models="import nope_not_here\n")
     result = run_cli("init-database", cwd=app)
     assert result.returncode == 2
-    assert "models.py failed to import: ModuleNotFoundError" in result.stderr
+    assert result.stderr == (
+        f"pinrepl: {app / 'models.py'}:1: ModuleNotFoundError: No module named 'nope_not_here'\n"
+    )
     assert result.stderr.count("\n") == 1
 
 

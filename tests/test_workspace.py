@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pinrepl.database import Database
+from pinrepl import Database
 
 
 async def test_database_is_opened_lazily_and_closed_by_teardown(example_app):
     workspace = example_app.workspace()
-    assert not workspace.opened_database
     assert isinstance(workspace.database, Database)
     assert await workspace.database.users.count() == 6
     await workspace.aclose()
-    assert not workspace.opened_database
     assert example_app.engine.engine.pool.checkedout() == 0
 
 

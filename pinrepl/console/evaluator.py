@@ -16,7 +16,7 @@ from types import CodeType, TracebackType
 from typing import Any
 
 FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-_PACKAGE = str(Path(__file__).parent)
+_PACKAGE = str(Path(__file__).parent.parent)  # all of pinrepl
 
 
 class Evaluator:
@@ -27,13 +27,13 @@ class Evaluator:
     def compile(self, source: str) -> list[tuple[CodeType, bool]]:
         """One code object per top-level statement, and whether it is an expression.
         Raises SyntaxError for code that does not parse."""
-        tree = compile(source, self.filename, "exec", flags=FLAGS | ast.PyCF_ONLY_AST,
-                       dont_inherit=True)
+        tree: ast.Module = compile(source, self.filename, "exec",
+                                   flags=FLAGS | ast.PyCF_ONLY_AST, dont_inherit=True)
         units = []
         for statement in tree.body:
+            unit: ast.Expression | ast.Module
             if isinstance(statement, ast.Expr):
-                unit: ast.mod = ast.Expression(statement.value)
-                mode = "eval"
+                unit, mode = ast.Expression(statement.value), "eval"
             else:
                 unit, mode = ast.Module([statement], type_ignores=[]), "exec"
             code = compile(unit, self.filename, mode, flags=FLAGS, dont_inherit=True)

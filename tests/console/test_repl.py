@@ -12,9 +12,9 @@ from contextlib import closing, suppress
 import pexpect
 import pytest
 
-from pinrepl.repl import shown_url
+from pinrepl.console.repl import shown_url
 
-from .conftest import clean_env, run_cli, write_demo_app
+from ..conftest import clean_env, run_cli, write_demo_app
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|[\r\x08]")
 

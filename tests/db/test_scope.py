@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pinrepl import App
 
-from .conftest import write_app
+from ..conftest import write_app
 
 MODELS = """
 from sqlalchemy import ForeignKey

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
-from pinrepl import App, PinreplError, UnknownColumn, UnknownTable
-from pinrepl.database import Tenant
+from pinrepl import App, PinreplError, Tenant, UnknownColumn, UnknownTable
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 @pytest.fixture
@@ -139,21 +138,18 @@ async def test_a_savepoint_as_first_statement_stays_inside_the_transaction(db):
 
 async def test_sandbox_rolls_back_every_workspace_and_job(example_app):
     """The REPL's --sandbox and transcripts: one outer transaction, savepoints inside."""
-    sandboxed = App.open(REPO, environ={"PINREPL_DATABASE_URL": str(example_app.engine.url)})
-    await sandboxed.start_sandbox()
-    workspace = sandboxed.workspace()
-    database = workspace.database
-    await database.users.insert(name="Temp", email="t@x.example")
-    with pytest.raises(RuntimeError):
-        async with database.transaction():
-            await database.users.insert(name="Gone", email="g@x.example")
-            raise RuntimeError
-    await sandboxed.run_background_job("deliver-notifications")
-    await sandboxed.run_background_job("send-newsletter")  # a fan-out, tenant by tenant
-    assert await database.users.count() == 7
-    assert await database.notifications.where(sent=False).count() == 0
-    await workspace.aclose()
-    await sandboxed.aclose()
+    async with example_app.sandbox(), example_app.workspace() as workspace:
+        database = workspace.database
+        await database.users.insert(name="Temp", email="t@x.example")
+        with pytest.raises(RuntimeError):
+            async with database.transaction():
+                await database.users.insert(name="Gone", email="g@x.example")
+                raise RuntimeError
+        await example_app.run_background_job("deliver-notifications")
+        await example_app.run_background_job("send-newsletter")  # a fan-out
+        assert await database.users.count() == 7
+        assert await database.notifications.where(sent=False).count() == 0
+    assert not example_app.sandboxed
     async with example_app.workspace() as fresh:
         assert await fresh.database.users.count() == 6
         assert await fresh.database.notifications.where(sent=False).count() == 12

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 
 from pinrepl import App, TranscriptError
-from pinrepl.transcripts import Transcript, matches, replay, updated
+from pinrepl.console.transcripts import Transcript, matches, replay, updated
 
-from .conftest import REPO, clean_env, run_cli, write_app
+from ..conftest import REPO, clean_env, run_cli, write_app
 
 JOB = """
 from pinrepl import BackgroundJob

@@ -70,7 +70,7 @@ def test_two_models_files_defining_one_table_in_one_process(tmp_path):
     with pytest.raises(ConfigError) as error:
         App.open(tmp_path / "b").models  # noqa: B018
     assert str(error.value) == (
-        f"{tmp_path / 'b' / 'models.py'}: Table 'clash_things' is already defined for this "
-        "MetaData instance (pinrepl.Model holds one set of tables per process; another "
-        "models file loaded here defines it)"
+        f"{tmp_path / 'b' / 'models.py'}:4: InvalidRequestError: Table 'clash_things' is "
+        "already defined for this MetaData instance (pinrepl.Model holds one set of tables "
+        f"per process, and {tmp_path / 'a' / 'models.py'} loaded here defines it too)"
     )

@@ -1,53 +1,29 @@
-"""The REPL: a console over an app (namespace, own workspace, tenant, sandbox) and the two
-ways to drive it: ptpython in asyncio mode, or code run non-interactively.
+"""The console: what a REPL session holds (the app, its namespace, its own workspace, its
+tenant) and code run through it non-interactively (`--execute`, piped stdin).
 
-Both go through `Evaluator`, as do transcripts. The interactive prompt appears before the
-job files, the models and SQLAlchemy are loaded: a thread loads them while the user types,
-and the first use of `jobs`, `database` or `runBackgroundJob` waits for it.
+The prompt (`prompt.py`) and transcripts drive the same console through the same
+`Evaluator`. The namespace exists before the job files, the models and SQLAlchemy are
+loaded: a thread loads them while the user types, and the first use of `jobs`, `database`
+or `runBackgroundJob` waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
-import os
 import sys
 import threading
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .app import App
+from ..app import App
+from ..jobs import BackgroundJob
 from .evaluator import Evaluator, print_exception
-from .jobs import BackgroundJob
 
 if TYPE_CHECKING:
-    from .jobs import JobRegistry
-    from .workspace import Workspace
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Logs to whatever `sys.stderr` is at the time (the REPL patches it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging() -> None:
-    """Log INFO and up to the current stderr, as `LEVEL logger: message`."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    from ..jobs import JobRegistry
+    from ..workspace import Workspace
 
 
 class Console:
@@ -203,23 +179,20 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def history_path(app: App, environ: dict[str, str] | None = None) -> Path:
-    """The app's history file, outside the repository: $XDG_STATE_HOME/pinrepl/history/."""
-    environ = dict(os.environ) if environ is None else environ
-    state = Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    root = app.settings.root
-    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    return state / "pinrepl" / "history" / f"{root.name}-{digest}"
-
-
-async def open_console(app: App, tenant: str | None, sandbox: bool) -> Console:
-    """A console, sandboxed and scoped as asked; raises PinreplError before any prompt."""
-    console = Console(app)
-    if sandbox:
-        await app.start_sandbox()
-    if tenant is not None:
-        await console.use_tenant(tenant)
-    return console
+@asynccontextmanager
+async def session(app: App, tenant: str | None = None, sandbox: bool = False
+                  ) -> AsyncIterator[Console]:
+    """A console for one REPL session (or one transcript), scoped to `tenant` and, with
+    `sandbox`, inside `app.sandbox()`: its writes are rolled back when the block ends.
+    Raises PinreplError before any prompt."""
+    async with AsyncExitStack() as stack:
+        if sandbox:
+            await stack.enter_async_context(app.sandbox())
+        console = Console(app)
+        stack.push_async_callback(console.aclose)
+        if tenant is not None:
+            await console.use_tenant(tenant)
+        yield console
 
 
 # -- non-interactive --------------------------------------------------------------------------
@@ -237,77 +210,3 @@ async def execute(console: Console, source: str, filename: str = "<stdin>") -> i
     return 0
 
 
-# -- interactive ----------------------------------------------------------------------------
-
-
-async def interact(console: Console, history: Path) -> None:
-    """ptpython in asyncio mode over `console`, until Ctrl-D or exit()."""
-    from prompt_toolkit.formatted_text import AnyFormattedText
-    from ptpython.prompt_style import PromptStyle
-    from ptpython.repl import PythonRepl, embed
-
-    evaluator = Evaluator(console.namespace)
-
-    class Prompt(PromptStyle):
-        def in_prompt(self) -> AnyFormattedText:
-            return [("class:prompt", console.prompt)]
-
-        def in2_prompt(self, width: int) -> AnyFormattedText:
-            return [("class:prompt.dots", "...".ljust(width))]
-
-        def out_prompt(self) -> AnyFormattedText:
-            return []
-
-    def configure(repl: PythonRepl) -> None:
-        repl.all_prompt_styles["pinrepl"] = Prompt()
-        repl.prompt_style = "pinrepl"
-        repl.confirm_exit = False
-        repl.enable_input_validation = False  # a syntax error prints its traceback
-        repl.show_signature = False
-        repl.show_docstring = False
-        repl.enable_output_formatting = False
-        repl.insert_blank_line_after_output = False
-        repl.title = "pinrepl"
-
-        async def eval_async(line: str) -> object:
-            shown: list[Any] = []
-            await evaluator.run(line, shown.append)
-            for value in shown[:-1]:
-                repl._show_result(value)
-            return shown[-1] if shown else None
-
-        handle_exception = repl._handle_exception
-
-        def show_exception(exc: BaseException) -> None:
-            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-                repl.app.output.write("Cancelled: the job was stopped and its workspace "
-                                      "torn down.\n")
-                repl.app.output.flush()
-                return
-            from .evaluator import user_traceback
-
-            try:
-                raise user_traceback(exc)
-            except BaseException as raised:  # ptpython reads sys.exc_info()
-                handle_exception(raised)
-
-        repl.eval_async = eval_async  # type: ignore[method-assign]
-        repl._handle_exception = show_exception  # type: ignore[method-assign]
-        loaded_once = False
-
-        def after_render(_app: Any) -> None:
-            nonlocal loaded_once
-            if not loaded_once:  # start loading once the first prompt is on screen
-                loaded_once = True
-                console.load_in_background(print)
-
-        repl.app.after_render += after_render
-
-    history.parent.mkdir(parents=True, exist_ok=True)
-    await embed(
-        globals=console.namespace,
-        configure=configure,
-        history_filename=str(history),
-        patch_stdout=True,
-        return_asyncio_coroutine=True,
-    )

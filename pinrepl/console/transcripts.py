@@ -4,6 +4,8 @@ A transcript holds prompt lines (`pinrepl > code`, continued by `... code` lines
 followed by the output it must print. `...` in expected output matches any text (doctest's
 ELLIPSIS); an expected traceback is matched on its exception line(s), like doctest.
 Each replay gets a fresh console and, by default, a sandbox: the database is left as found.
+By default transcripts replay against a test database made for the run
+(`test_database`): the app's tables and its demo data, whatever the developer's holds.
 """
 
 from __future__ import annotations
@@ -11,17 +13,23 @@ from __future__ import annotations
 import ast
 import codeop
 import contextlib
+import dataclasses
 import difflib
 import doctest
 import io
+import logging
 import re
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .app import App
-from .errors import DatabaseUnavailable, TranscriptError
+from ..app import App
+from ..db.schema import create_scratch_database, drop_scratch_database
+from ..errors import DatabaseUnavailable, TranscriptError
+from ..settings import Settings
 from .evaluator import Evaluator
+from .repl import session
 
 PROMPT = re.compile(r"pinrepl(?: \[[^\]]*\])? >(?: (?P<code>.*))?")
 CONTINUATION = re.compile(r"\.\.\.(?: (?P<code>.*))?")
@@ -152,7 +160,7 @@ def matches(expected: str, actual: str) -> bool:
         return False
     if not _checker.check_output(want_out, got_out, flags):
         return False
-    return want_exc is None or _checker.check_output(want_exc, got_exc, flags)
+    return want_exc is None or _checker.check_output(want_exc, got_exc or "", flags)
 
 
 def _split_traceback(text: str) -> tuple[str, str | None]:
@@ -168,31 +176,56 @@ def _split_traceback(text: str) -> tuple[str, str | None]:
 
 
 async def replay(transcript: Transcript, app: App, sandbox: bool = True) -> list[Outcome]:
-    """Run every example of `transcript` in a fresh console; its outcomes, in order."""
-    from .repl import Console, configure_logging
+    """Run every example of `transcript` in a fresh console; its outcomes, in order.
+    With `sandbox`, the replay's writes are rolled back at its end."""
+    if sandbox and await _reachable(app):
+        async with app.sandbox():
+            return await _replay(transcript, app)
+    # No database: nothing to protect, and a database call will say so itself.
+    return await _replay(transcript, app)
 
-    configure_logging()  # logged lines are output, as in the REPL
-    console = Console(app)
-    console.ready()
-    if sandbox:
-        # No database: nothing to protect, and a database call will say so itself.
-        with contextlib.suppress(DatabaseUnavailable):
-            await app.start_sandbox()
-    evaluator = Evaluator(console.namespace, str(transcript.path))
-    outcomes = []
+
+async def _reachable(app: App) -> bool:
     try:
+        await app.engine.check()
+    except DatabaseUnavailable:
+        return False
+    return True
+
+
+async def _replay(transcript: Transcript, app: App) -> list[Outcome]:
+    outcomes = []
+    async with session(app) as console:
+        console.ready()
+        evaluator = Evaluator(console.namespace, str(transcript.path))
         for example in transcript.examples:
             captured = io.StringIO()
-            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            with _capture(captured):
                 try:
                     await evaluator.run(example.source, lambda v: print(repr(v)))
                 except Exception as exc:
                     print(TRACEBACK, "  ...", sep="\n")
                     print("".join(traceback.format_exception_only(exc)), end="")
             outcomes.append(Outcome(example, captured.getvalue()))
-    finally:
-        await console.aclose()
     return outcomes
+
+
+@contextlib.contextmanager
+def _capture(output: io.StringIO) -> Iterator[None]:
+    """Print and log into `output` (logged lines are output, as in the REPL); the root
+    logger is left as it was found."""
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def updated(transcript: Transcript, outcomes: list[Outcome]) -> str:
@@ -205,13 +238,20 @@ def updated(transcript: Transcript, outcomes: list[Outcome]) -> str:
     return preamble + "\n\n".join(blocks) + "\n"
 
 
-def find_app(path: Path) -> Path:
-    """The app a transcript belongs to: the nearest folder up from it with a `jobs` folder
-    or a `[tool.pinrepl]` table, else the transcript's own folder."""
-    for folder in path.resolve().parents:
-        pyproject = folder / "pyproject.toml"
-        if (folder / "jobs").is_dir() or (
-            pyproject.is_file() and "[tool.pinrepl]" in pyproject.read_text(encoding="utf-8")
-        ):
-            return folder
-    return path.resolve().parent
+async def create_test_database(settings: Settings) -> Settings:
+    """`settings` on a new test database beside the app's (see `create_scratch_database`)
+    holding the app's tables and demo data (`init-database --demo`, with the models
+    file's `seed_demo`). `drop_test_database` removes it."""
+    url = await create_scratch_database(settings.database_url, settings.root)
+    test = dataclasses.replace(settings, database_url=url)
+    try:
+        async with App(test) as app:
+            await app.init_database(demo=True, echo=lambda _line: None)
+    except BaseException:
+        await drop_scratch_database(url)
+        raise
+    return test
+
+
+async def drop_test_database(settings: Settings) -> None:
+    await drop_scratch_database(settings.database_url)

@@ -1,0 +1,3 @@
+"""The console: the REPL (`repl`: a session's namespace and workspace; `prompt`: ptpython
+over it), the one `evaluator` they and transcripts share, `transcripts`, and the pytest
+plugin that collects them."""

@@ -1,0 +1,198 @@
+"""The engine: URL rules, one SQLAlchemy `AsyncEngine` per app, its sessions and the sandbox.
+
+Sessions are made here, already scoped to a tenant (`scope.TenantSession`). In a sandbox
+(`async with engine.sandbox():`) every session is bound to one connection whose outer
+transaction is rolled back when the block ends; sessions there take turns (`turn()`),
+since savepoints of one connection cannot interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from ..errors import ConfigError, DatabaseUnavailable, SandboxBusy
+from .models import Model
+from .scope import TenantSession
+
+#: How long a session waits for its turn on the sandbox's one connection.
+SANDBOX_TURN_TIMEOUT = 5.0
+
+
+def database_url(url: str, root: Path) -> URL:
+    """Parse `url`, choose an async driver for bare `sqlite://` / `postgresql://`, and
+    put a relative SQLite path in the app folder."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"cannot parse database URL {url!r}") from None
+    backend = parsed.get_backend_name()
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        file = Path(parsed.database)
+        if not file.is_absolute():
+            parsed = parsed.set(database=str(root / file))
+    return parsed
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's wrapping."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Engine:
+    """One app's engine and tables; makes the sessions of its workspaces."""
+
+    def __init__(self, url: str, root: Path, models: Iterable[type[Model]]) -> None:
+        self.url = database_url(url, root)
+        self.tables: dict[str, type[Model]] = {m.__tablename__: m for m in models}
+        try:
+            self.engine = create_async_engine(self.url)
+        except (NoSuchModuleError, InvalidRequestError, ArgumentError, ImportError) as exc:
+            raise ConfigError(
+                f"cannot use database URL {self.shown_url}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            _sqlite_transactions(self.engine.sync_engine)
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=TenantSession
+        )
+        self._sandbox: AsyncConnection | None = None
+        self._turn = asyncio.Lock()
+        self._checked = False
+        self._known_tables: set[str] = set()
+
+    @property
+    def shown_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self._sandbox is not None
+
+    def new_session(self, tenant_id: int | None = None) -> AsyncSession:
+        """A session, scoped to `tenant_id` if given (see `scope`)."""
+        if self._sandbox is not None:
+            session = AsyncSession(
+                bind=self._sandbox, expire_on_commit=False,
+                join_transaction_mode="create_savepoint", sync_session_class=TenantSession,
+            )
+        else:
+            session = self._sessions()
+        TenantSession.scope(session.sync_session, tenant_id, self.tables.values())
+        return session
+
+    def turn(self) -> Any:
+        """An async context in which a session may use the sandbox's connection (a no-op
+        outside a sandbox). Raises `SandboxBusy` after a bounded wait."""
+        if self._sandbox is None:
+            return nullcontext()
+        return self._take_turn()
+
+    @asynccontextmanager
+    async def _take_turn(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._turn.acquire(), SANDBOX_TURN_TIMEOUT)
+        except TimeoutError:
+            raise SandboxBusy(
+                "the sandbox's connection is held by an open transaction of another "
+                f"workspace for more than {SANDBOX_TURN_TIMEOUT:g} s (a job run inside "
+                "`async with database.transaction():` waits on it); run the job outside it"
+            ) from None
+        try:
+            yield
+        finally:
+            self._turn.release()
+
+    async def check(self, create: bool = False) -> None:
+        """Raise `DatabaseUnavailable` unless the database can be reached (once)."""
+        if self._checked:
+            return
+        database = self.url.database
+        missing = (  # one stat, once per app: not worth a thread
+            self.is_sqlite and database and database != ":memory:" and not create
+            and not Path(database).exists()  # noqa: ASYNC240
+        )
+        if missing:
+            raise DatabaseUnavailable(
+                f"no database at {database}; create it with: pinrepl init-database"
+            )
+        try:
+            async with self.engine.connect():
+                pass
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach database {self.shown_url}: {first_line(exc)}"
+            ) from None
+        self._checked = True
+
+    async def has_table(self, name: str) -> bool:
+        if name in self._known_tables:
+            return True
+        async with self.engine.connect() as conn:
+            found = await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+        if found:
+            self._known_tables.add(name)
+        return found
+
+    @asynccontextmanager
+    async def sandbox(self) -> AsyncIterator[None]:
+        """Every session made inside the block works in one transaction, rolled back at
+        its end. Sandboxes do not nest."""
+        if self._sandbox is not None:
+            raise RuntimeError("this engine is already in a sandbox")
+        await self.check()
+        connection = await self.engine.connect()
+        await connection.begin()
+        self._sandbox = connection
+        try:
+            yield
+        finally:
+            self._sandbox = None
+            try:
+                await connection.rollback()
+            finally:
+                await connection.close()
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_transactions(sync_engine: Any) -> None:
+    """Foreign keys, a busy timeout, and transactions that savepoints can nest in.
+
+    This is the recipe SQLAlchemy documents for SQLite ("Serializable isolation /
+    Savepoints / Transactional DDL"): the driver's own implicit BEGIN (emitted only before
+    a write, which lets a SAVEPOINT start and end the whole transaction) is turned off and
+    SQLAlchemy emits BEGIN itself when a transaction starts.
+    """
+
+    @event.listens_for(sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
