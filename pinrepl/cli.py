@@ -7,11 +7,12 @@ user can cause (printed as one line, never a traceback, and nothing changed), 13
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -38,15 +39,22 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging() -> None:
-    """Log INFO and up to the current stderr, as `LEVEL logger: message`. Only the
-    commands call this: pinrepl as a library leaves logging to its user."""
+@contextlib.contextmanager
+def logging_to_stderr() -> Iterator[None]:
+    """While a command runs, log INFO and up to the current stderr as `LEVEL logger:
+    message`; the root logger is restored afterwards. Only commands do this: pinrepl as a
+    library leaves logging to its user."""
     root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 app_option = click.option(
@@ -161,7 +169,14 @@ async def run_background_job(
     """Run job NAME now, with ARGS (and --kwarg values) forwarded as strings, and wait for
     it to finish."""
     kwargs = _parse_kwargs(kwarg_pairs)
-    configure_logging()
+    with logging_to_stderr():
+        return await _run_background_job(name, args, kwargs, tenants, app_dir)
+
+
+async def _run_background_job(
+    name: str, args: tuple[str, ...], kwargs: dict[str, str], tenants: tuple[str, ...],
+    app_dir: Path | None,
+) -> int:
     async with App(Settings.load(app_dir)) as app:
         # Resolving the job, its arguments and its tenants: a mistake is one line, exit 2.
         try:
@@ -325,9 +340,14 @@ async def repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Pat
 
     With --execute, or with a standard input that is not a terminal, the code runs through
     the same evaluator and the exit status is 1 on an uncaught exception."""
+    with logging_to_stderr():
+        return await _repl(code, tenant, sandbox, app_dir)
+
+
+async def _repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Path | None
+                ) -> int:
     from .console.repl import execute, session, shown_url  # only this command needs them
 
-    configure_logging()
     async with App(Settings.load(app_dir)) as app, session(app, tenant, sandbox) as console:
         if code is not None:
             return await execute(console, code, "<string>")

@@ -36,7 +36,15 @@ class MissingTable(DatabaseUnavailable):
     """The database lacks a table the app needs: `pinrepl init-database` creates it."""
 
 
-class SandboxBusy(PinreplError):
+class DatabaseReadOnly(DatabaseUnavailable):
+    """The database refuses writes (a read-only file, a read-only server)."""
+
+
+class LockTimeout(PinreplError):
+    """A statement waited too long for a lock another transaction holds."""
+
+
+class SandboxBusy(LockTimeout):
     """A session waited too long for its turn on the sandbox's one connection."""
 
 

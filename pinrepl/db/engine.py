@@ -9,6 +9,7 @@ since savepoints of one connection cannot interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncSession,
@@ -24,12 +25,25 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from ..errors import ConfigError, DatabaseUnavailable, SandboxBusy
+from ..errors import (
+    ConfigError,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    LockTimeout,
+    MissingTable,
+    PinreplError,
+    SandboxBusy,
+)
 from .models import Model
 from .scope import TenantSession
 
-#: How long a session waits for its turn on the sandbox's one connection.
+#: How long a session waits for its turn on the sandbox's one connection, and a statement
+#: for a lock another transaction holds (SQLite's busy timeout, PostgreSQL's lock_timeout).
 SANDBOX_TURN_TIMEOUT = 5.0
+LOCK_TIMEOUT = 5.0
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_PG_UNDEFINED_TABLE, _PG_LOCK_NOT_AVAILABLE, _PG_READ_ONLY = "42P01", "55P03", "25006"
 
 
 def database_url(url: str, root: Path) -> URL:
@@ -72,6 +86,8 @@ class Engine:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             _sqlite_transactions(self.engine.sync_engine)
+        else:
+            _postgresql_lock_timeout(self.engine.sync_engine)
         self._sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=TenantSession
         )
@@ -153,6 +169,35 @@ class Engine:
             self._known_tables.add(name)
         return found
 
+    async def explain(self, error: DBAPIError, tables: Iterable[str]) -> PinreplError | None:
+        """The one-line error a user should see for a database `error` raised by a
+        statement on `tables`, or None when it is not about the environment (a constraint
+        the data broke, say: that is the caller's to handle)."""
+        code = getattr(error.orig, "sqlite_errorcode", None) or getattr(
+            error.orig, "sqlstate", None
+        )
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED, _PG_LOCK_NOT_AVAILABLE):
+            return LockTimeout(
+                f"gave up after waiting {LOCK_TIMEOUT:g} s for a lock that another "
+                f"transaction holds on {self.shown_url} (an open `database.transaction()`, "
+                "a REPL session with --sandbox that has written, or another process)"
+            )
+        if code in (_SQLITE_READONLY, _PG_READ_ONLY):
+            return DatabaseReadOnly(
+                f"database {self.shown_url} is read-only: {first_line(error)}"
+            )
+        if code == _PG_UNDEFINED_TABLE or code is None or self.is_sqlite:
+            try:
+                missing = [name for name in tables if not await self.has_table(name)]
+            except DBAPIError:
+                return None
+            if missing:
+                return MissingTable(
+                    f"the database has no table {', '.join(repr(n) for n in missing)}; "
+                    "create it with: pinrepl init-database"
+                )
+        return None
+
     @asynccontextmanager
     async def sandbox(self) -> AsyncIterator[None]:
         """Every session made inside the block works in one transaction, rolled back at
@@ -190,9 +235,24 @@ def _sqlite_transactions(sync_engine: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT * 1000)}")
+        # WAL: readers never wait for a writer, so several processes (bots, a REPL) share
+        # one file; it is a setting of the file, kept once set. In-memory databases ignore
+        # it, and a read-only file cannot take it: it is then read as it is.
+        with contextlib.suppress(Exception):
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def _postgresql_lock_timeout(sync_engine: Any) -> None:
+    """A statement waiting for a lock gives up after `LOCK_TIMEOUT` instead of forever."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
+        cursor.close()

@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, inspect, select
 from sqlalchemy import update as sql_update
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import attributes
 
 from ..errors import TenantViolation, UnknownColumn, UnknownTable, suggest
 from .models import DATABASE_KEY, Model, Tenant
@@ -95,24 +97,33 @@ class Database:
                 yield self
             except BaseException:
                 self._depth = 0
-                await session.rollback()
+                await _rollback_keeping_records(session)
                 raise
             self._depth = 0
             await session.commit()
 
-    async def _run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        if self._depth:
-            return await operation(self.session)
-        await self._engine.check()
-        session = self.session
-        async with self._engine.turn():
-            try:
-                result = await operation(session)
-                await session.commit()
-            except BaseException:
-                await session.rollback()
+    async def _run(self, operation: Callable[[AsyncSession], Awaitable[T]], table: str) -> T:
+        """Run one facade call on `table`: committed when it returns; on a failure rolled
+        back with the records loaded earlier still readable, and a database error about
+        the environment (missing table, lock timeout, read-only) raised as one line."""
+        try:
+            if self._depth:
+                return await operation(self.session)
+            await self._engine.check()
+            session = self.session
+            async with self._engine.turn():
+                try:
+                    result = await operation(session)
+                    await session.commit()
+                except BaseException:
+                    await _rollback_keeping_records(session)
+                    raise
+            return result
+        except DBAPIError as exc:
+            explained = await self._engine.explain(exc, [table])
+            if explained is None:
                 raise
-        return result
+            raise explained from None
 
     # -- records --
 
@@ -145,30 +156,30 @@ class Database:
         record = model(**values)
 
         async def insert(session: AsyncSession) -> Model:
-            session.add(record)
-            await session.flush()
+            async with session.begin_nested():  # see _rollback_keeping_records
+                session.add(record)
             return record
 
-        return await self._run(insert)
+        return await self._run(insert, model.__tablename__)
 
     async def update_record(self, record: Model, values: dict[str, Any]) -> None:
         self._check_values(type(record), values)
 
         async def update(session: AsyncSession) -> None:
-            for key, value in values.items():
-                setattr(record, key, value)
-            await session.flush()
+            async with session.begin_nested():  # see _rollback_keeping_records
+                for key, value in values.items():
+                    setattr(record, key, value)
 
-        await self._run(update)
+        await self._run(update, type(record).__tablename__)
 
     async def delete_record(self, record: Model) -> None:
         self._check_writable(type(record))
 
         async def delete(session: AsyncSession) -> None:
-            await session.delete(record)
-            await session.flush()
+            async with session.begin_nested():  # see _rollback_keeping_records
+                await session.delete(record)
 
-        await self._run(delete)
+        await self._run(delete, type(record).__tablename__)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -248,13 +259,13 @@ class Query:
         async def all_(session: AsyncSession) -> list[Any]:
             return list((await session.scalars(self._select())).all())
 
-        return await self._database._run(all_)
+        return await self._database._run(all_, self.model.__tablename__)
 
     async def first(self) -> Any | None:
         async def first(session: AsyncSession) -> Any | None:
             return (await session.scalars(self._select().limit(1))).first()
 
-        return await self._database._run(first)
+        return await self._database._run(first, self.model.__tablename__)
 
     async def count(self) -> int:
         if self._windowed():
@@ -265,7 +276,7 @@ class Query:
         async def count(session: AsyncSession) -> int:
             return int(await session.scalar(statement) or 0)
 
-        return await self._database._run(count)
+        return await self._database._run(count, self.model.__tablename__)
 
     async def exists(self) -> bool:
         statement = select(exists(self._select()))
@@ -273,7 +284,7 @@ class Query:
         async def exists_(session: AsyncSession) -> bool:
             return bool(await session.scalar(statement))
 
-        return await self._database._run(exists_)
+        return await self._database._run(exists_, self.model.__tablename__)
 
     async def update(self, **values: Any) -> int:
         """Set `values` on every selected row; returns how many rows changed."""
@@ -287,7 +298,7 @@ class Query:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-        return await self._database._run(update)
+        return await self._database._run(update, self.model.__tablename__)
 
     async def delete(self) -> int:
         """Delete every selected row; returns how many rows went."""
@@ -301,7 +312,7 @@ class Query:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-        return await self._database._run(delete)
+        return await self._database._run(delete, self.model.__tablename__)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         for record in await self.all():
@@ -327,3 +338,40 @@ class Table(Query):
     def __repr__(self) -> str:
         columns = ", ".join(self.model.__table__.c.keys())
         return f"<Table {self.name} ({columns})>"
+
+
+async def _rollback_keeping_records(session: AsyncSession) -> None:
+    """Roll back, leaving the records loaded before readable as the database holds them.
+
+    A rollback expires every record of the session, and reading an expired attribute is
+    I/O that async code cannot do implicitly. So the records are set aside first, with
+    the values the database still holds, and come back clean after the rollback. A write
+    that failed while flushing has already rolled back its savepoint (writes run in one),
+    which expired only the records it touched: those are read again. Rows the failed call
+    added are dropped from the session.
+    """
+    sync = session.sync_session
+    kept = [(record, _committed_values(record)) for record in sync.identity_map.values()]
+    sync.expunge_all()
+    await session.rollback()
+    for record, values in kept:
+        for key, value in values.items():
+            attributes.set_committed_value(record, key, value)
+        sync.add(record)
+    for record, _values in kept:
+        if inspect(record).expired_attributes:
+            try:
+                await session.refresh(record)
+            except InvalidRequestError:  # the row is gone
+                sync.expunge(record)
+    await session.commit()
+
+
+def _committed_values(record: Any) -> dict[str, Any]:
+    state = inspect(record)
+    keys = set(state.mapper.column_attrs.keys()) - state.expired_attributes
+    values = {key: state.dict[key] for key in keys if key in state.dict}
+    for key, original in state.committed_state.items():
+        if key in keys and original not in (attributes.NO_VALUE, attributes.NEVER_SET):
+            values[key] = original
+    return values

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -37,12 +38,56 @@ async def create_tables(engine: Engine) -> None:
 async def init_database(
     engine: Engine, demo: bool, seed: Seed | None, echo: Callable[[str], Any]
 ) -> None:
-    """Create the tables; with `demo`, add sample tenants (and `seed`'s rows) unless the
+    """Create the missing tables and name the columns that differ from the models
+    (changing nothing); with `demo`, add sample tenants (and `seed`'s rows) unless the
     database has tenants already."""
     await create_tables(engine)
     echo(f"tables ready in {engine.shown_url}: {', '.join(sorted(engine.tables))}")
+    differences = await column_differences(engine)
+    for line in differences:
+        echo(f"differs: {line}")
+    if differences:
+        echo("pinrepl creates missing tables but changes no existing one: migrate these "
+             "columns with Alembic (https://alembic.sqlalchemy.org)")
     if demo:
         await add_demo_data(Database(engine), seed, echo)
+
+
+async def column_differences(engine: Engine) -> list[str]:
+    """The columns of existing tables that the models and the database disagree on: one
+    missing on either side, or of another kind (text, integer, ...)."""
+    async with engine.engine.connect() as conn:
+        return await conn.run_sync(lambda sync: _compare(sync, engine.tables))
+
+
+def _compare(connection: Any, tables: dict[str, type[Model]]) -> list[str]:
+    inspector = inspect(connection)
+    found: list[str] = []
+    for name, model in sorted(tables.items()):
+        if not inspector.has_table(name):
+            continue
+        actual = {column["name"]: column["type"] for column in inspector.get_columns(name)}
+        for column in model.__table__.columns:
+            if column.name not in actual:
+                found.append(f"{name}.{column.name} is in the models, not in the database")
+            elif _kind(column.type) != _kind(actual[column.name]):
+                found.append(
+                    f"{name}.{column.name} is {column.type} in the models, "
+                    f"{actual[column.name]} in the database"
+                )
+        found.extend(
+            f"{name}.{extra} is in the database, not in the models"
+            for extra in actual if extra not in model.__table__.columns
+        )
+    return found
+
+
+def _kind(column_type: Any) -> type | None:
+    """The Python type a column's values have: what a reflected type is compared by."""
+    try:
+        return column_type.python_type
+    except NotImplementedError:
+        return None
 
 
 async def add_demo_data(database: Database, seed: Seed | None, echo: Callable[[str], Any]
