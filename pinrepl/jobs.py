@@ -42,6 +42,10 @@ class BackgroundJob:
     multi_tenant: bool | None = None
     #: How many tenants of a fan-out may run at once (1: one after another).
     tenant_concurrency: int = 1
+    #: The bot: how many seconds late a missed slot may still run (SPEC 7).
+    misfire_grace: float = 60
+    #: The bot: run a slot even while the run of an earlier one is still running.
+    overlap: bool = False
 
     def __init__(self, workspace: Workspace | None = None) -> None:
         self.workspace = workspace

@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, DateTime, String, func, inspect
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    func,
+    inspect,
+)
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session
 
@@ -61,8 +72,83 @@ class Tenant(Model):
     )
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, stored as UTC and read back as an aware UTC datetime on every database
+    (SQLite keeps no offset: every value written must be UTC for order and uniqueness)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"{value!r} is not timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class BackgroundJobRun(Model):
+    """The built-in `background_job_runs` table: one row per run of the bot (SPEC 7).
+
+    The unique index is the claim: a (job, arguments, tenant, slot) can be inserted once,
+    whichever bot tries first. `coalesce` makes a run without a tenant collide too (NULLs
+    never do). No foreign key to `tenants`: the history outlives a deleted tenant."""
+
+    __tablename__ = "background_job_runs"
+    __table_args__ = (
+        Index("background_job_runs_job_slot", "job", "scheduled_for"),
+        Index("background_job_runs_status", "status"),
+        Index("background_job_runs_slot", "scheduled_for"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    job: Mapped[str] = mapped_column(String(300))
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The schedule's arguments: JSON of {"args": [...], "kwargs": {...}}, keys sorted.
+    args: Mapped[str] = mapped_column(Text)
+    scheduled_for: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: running, succeeded, failed, skipped, abandoned or cancelled.
+    status: Mapped[str] = mapped_column(String(20))
+    bot: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The exception's type and message, for a run that did not succeed.
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+Index(
+    "background_job_runs_claim",
+    BackgroundJobRun.job, BackgroundJobRun.args, func.coalesce(BackgroundJobRun.tenant_id, 0),
+    BackgroundJobRun.scheduled_for,
+    unique=True,
+)
+
+
+class BackgroundJobBot(Model):
+    """The built-in `background_job_bots` table: the bots that are up, and their heartbeat.
+    A bot whose `beat_at` is older than the lease is dead: its running runs are abandoned."""
+
+    __tablename__ = "background_job_bots"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 #: The tables every app has, whatever its models file says.
-BUILT_IN: tuple[type[Model], ...] = (Tenant,)
+BUILT_IN: tuple[type[Model], ...] = (Tenant, BackgroundJobRun, BackgroundJobBot)
 
 
 def _database_of(record: Model) -> Database:
