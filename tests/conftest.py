@@ -1,17 +1,28 @@
-"""Small helpers shared by the tests: temp app folders, the CLI in a subprocess, databases."""
+"""Small helpers shared by the tests: temp app folders, the CLI (in this process through
+click's CliRunner, or in a subprocess where a real process matters), databases.
+
+No test leaks environment into another: the CLI gets its environment explicitly (PINREPL_*
+variables from outside are removed), the root logger and `sys.path` are restored.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from pinrepl import App
+from pinrepl.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PINREPL_TEST_DATABASE_URL")
@@ -29,10 +40,46 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m pinrepl ARGS` in a subprocess (for what needs a real process: a terminal,
+    a signal, the interpreter's own environment)."""
     return subprocess.run(
         [sys.executable, "-m", "pinrepl", *args], cwd=cwd, env=env or clean_env(),
         capture_output=True, text=True, input=input, timeout=timeout,
     )
+
+
+def invoke(*args: str | Path, env: dict[str, str] | None = None, input: str | None = None
+           ) -> Result:
+    """`pinrepl ARGS` in this process (click's CliRunner), with exactly the PINREPL_*
+    variables of `env`; the root logger (which the CLI configures) is restored after."""
+    outside = {key: None for key in os.environ if key.startswith("PINREPL_")}
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return CliRunner().invoke(
+            cli, [str(arg) for arg in args], input=input, env={**outside, **(env or {})},
+            catch_exceptions=False,
+        )
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+def one_line(result: Result, code: int = 2) -> str:
+    """The one line a user error prints (after checking the exit code and that nothing else
+    was printed), without 'pinrepl: ' and the newline."""
+    assert (result.exit_code, result.stdout) == (code, ""), result.output
+    assert result.stderr.startswith("pinrepl: ") and result.stderr.count("\n") == 1, \
+        result.stderr
+    return result.stderr.removeprefix("pinrepl: ").removesuffix("\n")
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """Opening an app puts its folder on `sys.path` (so jobs can import its models)."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 def write_app(root: Path, jobs: dict[str, str], pyproject: str = "", models: str | None = None
@@ -61,16 +108,66 @@ def write_demo_app(root: Path, jobs: dict[str, str]) -> Path:
     return root
 
 
+def write_example_app(root: Path, jobs: dict[str, str], demo: bool = True) -> Path:
+    """An app of `jobs` over the example app's models (linked, so that this process loads
+    them once), with its demo data in its own SQLite file, made in this process."""
+    write_app(root, jobs)
+    (root / "models.py").symlink_to(REPO / "models.py")
+    if demo:
+        result = invoke("init-database", "--demo", "--app", root)
+        assert result.exit_code == 0, result.output
+    return root
+
+
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., Path]:
     return lambda jobs, **kw: write_app(tmp_path / "app", jobs, **kw)
 
 
+async def _on_postgres(url: str, *statements: str) -> None:
+    import asyncpg  # only the PostgreSQL tests need it
+    from sqlalchemy.engine import make_url
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(plain)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test PostgreSQL server, dropped afterwards:
+    tests writing there meet no rows of another test run, whoever else uses the server."""
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL is not None
+    name = f"pinrepl_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_on_postgres(PG_URL, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_on_postgres(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own (see `database_url`)."""
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=needs_postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of the test's own, on SQLite and on PostgreSQL (this run's
+    database, emptied: cheaper than a new one per test)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-    return PG_URL  # type: ignore[return-value]
+    url: str = request.getfixturevalue("postgres_url")
+    asyncio.run(_on_postgres(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public"))
+    return url
 
 
 async def reset_database(app: App) -> None:
