@@ -32,8 +32,9 @@ from .workspace import Progress, Workspace
 if TYPE_CHECKING:
     from .db import Database, Tenant
 
-#: Tenant ids are ASCII digits that fit a 64-bit integer column; anything else is a name.
-MAX_TENANT_ID = 2**63 - 1
+#: Tenant ids are ASCII digits that fit `tenants.id`, an INTEGER column (32 bits on
+#: PostgreSQL); anything else is a name.
+MAX_TENANT_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,9 @@ class Runner:
                 raise BackgroundJobExit(
                     f"background job {spec.name!r} called sys.exit({exit_.code!r})"
                 ) from exit_
-            except Exception as exc:
-                exc.add_note(f"in background job {spec.name!r}{where}")
-                raise
+        except Exception as exc:
+            exc.add_note(f"in background job {spec.name!r}{where}")
+            raise
         finally:
             await workspace.aclose()
 

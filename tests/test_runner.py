@@ -1,23 +1,53 @@
-"""runBackgroundJob from Python: fresh workspaces, arguments, failures, teardown."""
+"""The runner, through the Python API (`App`): one run in a fresh workspace, arguments,
+failures, teardown; a fan-out over tenants, which tenants, and what a `Progress` sees.
+
+Jobs report what they saw on stdout (a JSON line per run), never through their module's
+globals.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from pinrepl import App, BadJobArguments, UnknownBackgroundJob
+from pinrepl import (
+    App,
+    BackgroundJobExit,
+    BackgroundJobFailed,
+    BadJobArguments,
+    JobDefinitionError,
+    NoTenantsTable,
+    UnknownBackgroundJob,
+    UnknownColumn,
+    UnknownTenant,
+)
+
+from .conftest import write_app, write_example_app
+
+RECORD = """
+import json
+from pinrepl import BackgroundJob
+
+class Record(BackgroundJob):
+    multi_tenant = {multi_tenant}
+
+    async def run(self, *args, **kwargs):
+        params = self.initial_params
+        fresh = "mark" not in params  # a workspace used before would carry the mark
+        params["mark"] = True
+        users = await self.database.users.all() if self.tenant else []
+        print(json.dumps({{
+            "args": args, "kwargs": kwargs, "fresh": fresh, "headers": params["_headers"],
+            "tenant": self.tenant.name if self.tenant else None,
+            "own_workspace": self.workspace.workspace is self.workspace,
+            "user_tenants": sorted({{u.tenant_id for u in users}}),
+        }}))
+"""
 
 JOBS = {
-    "record.py": """
-        from pinrepl import BackgroundJob
-
-        SEEN = []
-
-        class Record(BackgroundJob):
-            async def run(self, *args, **kwargs):
-                SEEN.append((args, kwargs, self.workspace, self.initial_params, self.tenant))
-    """,
+    "record.py": RECORD.format(multi_tenant=False),
     "two_args.py": """
         from pinrepl import BackgroundJob
 
@@ -39,42 +69,48 @@ JOBS = {
             async def run(self):
                 await self.runBackgroundJob("record", "from-nested")
     """,
-    "sleeps.py": """
-        import asyncio
+    "exits.py": """
+        import sys
         from pinrepl import BackgroundJob
 
-        class Sleeps(BackgroundJob):
+        class Exits(BackgroundJob):
             async def run(self):
-                async with self.database.transaction():  # holds a connection
-                    await self.database.users.count()
-                    await asyncio.sleep(60)
+                sys.exit(3)
     """,
 }
 
 
+def records(capsys):
+    """The JSON line each run of `record` printed, in order."""
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("{")]
+
+
 @pytest.fixture
-def app(make_app):
-    return App.open(make_app(JOBS))
+async def app(make_app):
+    # A URL no engine can be made for: a run that touches no database never notices it.
+    async with App.open(make_app(JOBS), environ={"PINREPL_DATABASE_URL": "nosuchdb://x/y"}
+                        ) as app:
+        yield app
 
 
-def seen(app):
-    return app.jobs.get("record").cls.run.__globals__["SEEN"]
-
-
-async def test_arguments_reach_run_and_the_result_is_none(app):
+async def test_arguments_reach_run_and_the_result_is_none(app, capsys):
     assert await app.run_background_job("record", 1, "two", flag=True) is None
-    ((args, kwargs, workspace, params, tenant),) = seen(app)
-    assert args == (1, "two") and kwargs == {"flag": True}
-    assert params == {"_headers": {}} and tenant is None
-    assert workspace.workspace is workspace
+    (run,) = records(capsys)
+    assert run["args"] == [1, "two"] and run["kwargs"] == {"flag": True}
+    assert run["headers"] == {} and run["tenant"] is None
+    assert run["own_workspace"] is True
 
 
-async def test_every_run_gets_a_fresh_workspace(app):
+async def test_every_run_gets_a_fresh_workspace(app, capsys):
     await app.runBackgroundJob("record")
     await app.runBackgroundJob("record")
-    first, second = seen(app)
-    assert first[2] is not second[2]
-    assert first[3] is not second[3]
+    assert [run["fresh"] for run in records(capsys)] == [True, True]
+
+
+async def test_a_run_that_touches_no_database_opens_none(app, capsys):
+    await app.run_background_job("record")  # the URL is unusable: any engine would fail
+    assert records(capsys)[0]["user_tenants"] == []
 
 
 async def test_unknown_job_is_a_lookup_error_with_suggestions(app):
@@ -90,6 +126,13 @@ async def test_failure_reaches_the_caller_with_a_note_naming_the_job(app):
     assert error.value.__notes__ == ["in background job 'fails'"]
 
 
+async def test_sys_exit_in_a_job_is_a_failure_of_that_run(app):
+    with pytest.raises(BackgroundJobExit, match=r"'exits' called sys.exit\(3\)") as error:
+        await app.run_background_job("exits")
+    assert isinstance(error.value.__cause__, SystemExit)
+    assert error.value.__notes__ == ["in background job 'exits'"]
+
+
 async def test_wrong_arguments_name_the_job(app):
     with pytest.raises(BadJobArguments, match=r"background job 'two-args': missing a required"):
         await app.run_background_job("two-args", "only-one")
@@ -98,28 +141,334 @@ async def test_wrong_arguments_name_the_job(app):
         await app.run_background_job("two-args", 1, 2, 3)
 
 
-async def test_a_job_runs_another_in_a_workspace_of_its_own(app):
+async def test_a_job_runs_another_in_a_workspace_of_its_own(app, capsys):
     caller = app.workspace()
+    caller.initial_params["mark"] = True
     await caller.run_background_job("nested")
-    ((args, _, workspace, _, _),) = seen(app)
-    assert args == ("from-nested",)
-    assert workspace is not caller
+    (run,) = records(capsys)
+    assert run["args"] == ["from-nested"]
+    assert run["fresh"] is True  # not the caller's workspace
+    assert caller.initial_params == {"_headers": {}, "mark": True}
 
 
-async def test_a_run_that_touches_no_database_opens_no_engine(app):
-    await app.run_background_job("record")
-    assert app._engine is None
+async def test_cancelling_a_run_tears_its_workspace_down(example_app, tmp_path):
+    root = write_example_app(tmp_path / "app", {"sleeps.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        class Sleeps(BackgroundJob):
+            async def run(self):
+                async with self.database.transaction():  # holds a connection
+                    await self.database.users.count()
+                    await asyncio.sleep(60)
+    """}, demo=False)
+    url = example_app.engine.url.render_as_string(hide_password=False)
+    async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app:
+        task = asyncio.create_task(app.run_background_job("sleeps"))
+        await asyncio.sleep(0.3)
+        assert app.engine.engine.pool.checkedout() == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert app.engine.engine.pool.checkedout() == 0
 
 
-async def test_cancelling_a_run_tears_its_workspace_down(example_app, make_app):
-    root = make_app(JOBS)
-    (root / "models.py").symlink_to(example_app.settings.models_path)
-    app = App.open(root, environ={"PINREPL_DATABASE_URL": str(example_app.engine.url)})
-    task = asyncio.create_task(app.run_background_job("sleeps"))
-    await asyncio.sleep(0.3)
-    assert app.engine.engine.pool.checkedout() == 1
+# -- fan-out over tenants --------------------------------------------------------------------
+
+TENANT_JOBS = {
+    "record.py": RECORD.format(multi_tenant=True),
+    "flaky.py": """
+        from pinrepl import BackgroundJob
+
+        class Flaky(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                if self.tenant.name in ("globex", "initech"):
+                    raise ValueError(f"boom in {self.tenant.name}")
+                print("ok", self.tenant.name)
+    """,
+    "exits_in_globex.py": """
+        import sys
+        from pinrepl import BackgroundJob
+
+        class ExitsInGlobex(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                if self.tenant.name == "globex":
+                    sys.exit(3)
+                print("ran", self.tenant.name)
+    """,
+    "active_only.py": """
+        from pinrepl import BackgroundJob
+
+        class ActiveOnly(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return tenants.where(active=True)
+
+            async def run(self):
+                print("active", self.tenant.name)
+    """,
+    "filter_raises.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterRaises(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                raise KeyError("no such filter")
+
+            async def run(self):
+                pass
+    """,
+    "filter_typo.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterTypo(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return tenants.where(plan="pro")
+
+            async def run(self):
+                pass
+    """,
+    "filter_returns_list.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterReturnsList(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return ["acme"]
+
+            async def run(self):
+                pass
+    """,
+    "fan_in.py": """
+        from pinrepl import BackgroundJob
+
+        class FanIn(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                await self.run_background_job("record", "nested")
+    """,
+    "single.py": """
+        from pinrepl import BackgroundJob
+
+        class Single(BackgroundJob):
+            async def run(self):
+                print("single in", self.tenant.name if self.tenant else "no tenant")
+                await self.run_background_job("record", "from-single")
+    """,
+    "concurrent.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        RUNNING = set()
+
+        class Concurrent(BackgroundJob):
+            multi_tenant = True
+            tenant_concurrency = 4
+
+            async def run(self):
+                RUNNING.add(self.tenant.name)
+                try:
+                    print("running at once:", len(RUNNING))
+                    await asyncio.sleep(0.05)
+                    await self.database.users.count()
+                    if self.tenant.name == "t3":
+                        raise RuntimeError("t3 fails")
+                    print("done", self.tenant.name)
+                finally:
+                    RUNNING.discard(self.tenant.name)
+    """,
+    "slow.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        class Slow(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                async with self.database.transaction():
+                    await self.database.users.insert(name="half-done", email="x")
+                    await asyncio.sleep(60)
+    """,
+}
+
+
+@pytest.fixture
+async def tapp(example_app, tmp_path):
+    """An app of these jobs over the example app's models and demo data (tenants acme,
+    globex and initech, which is inactive)."""
+    root = write_example_app(tmp_path / "tapp", TENANT_JOBS, demo=False)
+    url = example_app.engine.url.render_as_string(hide_password=False)
+    async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app:
+        yield app
+
+
+async def test_fan_out_runs_once_per_tenant_in_fresh_scoped_workspaces(tapp, capsys):
+    await tapp.run_background_job("record", "x")
+    runs = records(capsys)
+    assert [r["tenant"] for r in runs] == ["acme", "globex", "initech"]
+    assert [r["headers"] for r in runs] == [{"x-tenant-id": n} for n in (1, 2, 3)]
+    assert [r["user_tenants"] for r in runs] == [[1], [2], [3]]
+    assert all(r["fresh"] and r["args"] == ["x"] for r in runs)
+
+
+async def test_tenants_filter_selects_tenants(tapp, capsys):
+    await tapp.run_background_job("active-only")
+    assert capsys.readouterr().out == "active acme\nactive globex\n"
+
+
+async def test_every_tenant_runs_and_failures_are_grouped(tapp, capsys):
+    with pytest.raises(BackgroundJobFailed) as error:
+        await tapp.run_background_job("flaky")
+    group = error.value
+    assert isinstance(group, ExceptionGroup)
+    assert group.total == 3
+    assert [str(e) for e in group.exceptions] == ["boom in globex", "boom in initech"]
+    assert [e.__notes__ for e in group.exceptions] == [
+        ["in background job 'flaky' for tenant 2 (globex)"],
+        ["in background job 'flaky' for tenant 3 (initech)"],
+    ]
+    assert capsys.readouterr().out == "ok acme\n"
+    assert str(group) == "background job 'flaky' failed for 2 of 3 tenants (2 sub-exceptions)"
+    with pytest.raises(BackgroundJobFailed) as again:
+        await tapp.run_background_job("flaky")
+    try:
+        raise again.value
+    except* ValueError as matched:
+        assert type(matched) is BackgroundJobFailed
+
+
+async def test_sys_exit_in_one_tenant_fails_that_tenant_only(tapp, capsys):
+    with pytest.raises(BackgroundJobFailed) as error:
+        await tapp.run_background_job("exits-in-globex")
+    (exited,) = error.value.exceptions
+    assert isinstance(exited, BackgroundJobExit)
+    assert exited.__notes__ == ["in background job 'exits-in-globex' for tenant 2 (globex)"]
+    assert capsys.readouterr().out == "ran acme\nran initech\n"
+
+
+async def test_chosen_tenants_by_id_or_name(tapp, capsys):
+    await tapp.run_job("record", ("a",), tenants=["globex", 1])
+    assert [r["tenant"] for r in records(capsys)] == ["globex", "acme"]
+    await tapp.run_job("single", tenants=["initech"])  # not multi-tenant: scoped all the same
+    assert capsys.readouterr().out.startswith("single in initech\n")
+    with pytest.raises(UnknownTenant, match=r"unknown tenant 'acmee' \(did you mean: acme\?\)"):
+        await tapp.run_job("record", tenants=["acmee"])
+    with pytest.raises(UnknownTenant, match="unknown tenant '99'"):
+        await tapp.run_job("record", tenants=[99])
+
+
+async def test_chosen_tenants_are_a_set(tapp, capsys):
+    await tapp.run_job("record", tenants=["acme", 1, "acme", "globex", 2])
+    assert [r["tenant"] for r in records(capsys)] == ["acme", "globex"]
+
+
+@pytest.mark.parametrize("ref", [
+    "²", "٣", "\uff11", "99999999999999999999999", "2147483648", "9223372036854775808", "-1", " 1",
+])
+async def test_a_tenant_id_is_ascii_digits_in_range_anything_else_is_a_name(tapp, ref):
+    with pytest.raises(UnknownTenant) as error:
+        await tapp.run_job("record", tenants=[ref])
+    assert str(error.value) == f"unknown tenant {ref!r}"
+
+
+async def test_inside_a_tenant_a_multi_tenant_job_runs_for_that_tenant_only(tapp, capsys):
+    await tapp.run_job("fan-in", tenants=["globex"])
+    assert [(r["tenant"], r["args"]) for r in records(capsys)] == [("globex", ["nested"])]
+    await tapp.run_background_job("fan-in")
+    assert [r["tenant"] for r in records(capsys)] == ["acme", "globex", "initech"]
+
+
+async def test_outside_any_tenant_a_single_job_is_unscoped(tapp, capsys):
+    await tapp.run_background_job("single")
+    out = capsys.readouterr().out
+    assert out.startswith("single in no tenant\n")
+    runs = [json.loads(line) for line in out.splitlines()[1:]]
+    assert [r["tenant"] for r in runs] == ["acme", "globex", "initech"]  # it fanned out
+
+
+async def test_tenant_workspace_for_the_repl(tapp):
+    workspace = await tapp.tenant_workspace("globex")
+    assert workspace.initial_params == {"_headers": {"x-tenant-id": 2}}
+    assert await workspace.database.users.count() == 2
+    assert [t.name for t in await workspace.database.tenants.all()] == ["globex"]
+    await workspace.aclose()
+    with pytest.raises(UnknownTenant):
+        await tapp.tenant_workspace("nope")
+
+
+async def test_bounded_concurrency_keeps_isolation_and_error_rules(tapp, capsys):
+    for n in range(1, 9):
+        await tapp.database().tenants.insert(name=f"t{n}")
+    with pytest.raises(BackgroundJobFailed) as error:
+        await tapp.run_background_job("concurrent")
+    lines = capsys.readouterr().out.splitlines()
+    assert max(int(line.split(": ")[1]) for line in lines if line.startswith("running")) == 4
+    done = [line.split()[1] for line in lines if line.startswith("done")]
+    assert len(done) == 10 and "t3" not in done
+    assert [str(e) for e in error.value.exceptions] == ["t3 fails"]
+    assert tapp.engine.engine.pool.checkedout() == 0
+
+
+async def test_cancelling_mid_fan_out_closes_every_workspace(tapp):
+    task = asyncio.create_task(tapp.run_background_job("slow"))
+    await asyncio.sleep(0.5)
+    assert tapp.engine.engine.pool.checkedout() == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert app.engine.engine.pool.checkedout() == 0
-    await app.aclose()
+    assert tapp.engine.engine.pool.checkedout() == 0
+    assert await tapp.database().users.where(name="half-done").count() == 0
+
+
+async def test_bad_tenants_filters_name_the_job(tapp):
+    with pytest.raises(KeyError) as raised:
+        await tapp.run_background_job("filter-raises")
+    assert raised.value.__notes__ == ["in tenants_filter of background job 'filter-raises'"]
+    with pytest.raises(UnknownColumn) as typo:
+        await tapp.run_background_job("filter-typo")
+    assert typo.value.__notes__ == ["in tenants_filter of background job 'filter-typo'"]
+    with pytest.raises(JobDefinitionError, match="'filter-returns-list': tenants_filter must"):
+        await tapp.run_background_job("filter-returns-list")
+
+
+async def test_no_tenants_table_is_a_clear_error(tmp_path):
+    root = write_app(tmp_path / "plain", {"record.py": TENANT_JOBS["record.py"]})
+    (root / "empty.db").touch()
+    url = f"sqlite+aiosqlite:///{root / 'empty.db'}"
+    async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app:
+        with pytest.raises(NoTenantsTable, match="'record' is multi-tenant but the database"):
+            await app.run_background_job("record")
+
+
+class Watcher:
+    """A `Progress` that prints what it is told, in between what the jobs print."""
+
+    def start(self, tenants):
+        print("start", [t.name for t in tenants])
+
+    def running(self, tenant):
+        print("running", tenant.name)
+
+    def done(self, tenant, error):
+        print("done", tenant.name, type(error).__name__ if error else "ok")
+
+
+async def test_progress_names_the_tenant_running_now(tapp, capsys):
+    with pytest.raises(BackgroundJobFailed):
+        await tapp.run_job("flaky", progress=Watcher())
+    assert capsys.readouterr().out.splitlines() == [
+        "start ['acme', 'globex', 'initech']",
+        "running acme", "ok acme", "done acme ok",
+        "running globex", "done globex ValueError",
+        "running initech", "done initech ValueError",
+    ]
