@@ -157,7 +157,8 @@ class Schedule:
         first = _utc(moment, "moment", up=False) + _SECOND
         for t in self._slots(first, None):
             return self._aware(t)
-        raise InvalidSchedule(self._cron, f"never fires in {self._timezone.key} after {moment}")
+        zone = self._timezone.key
+        raise InvalidSchedule(self._cron, f"never fires in {zone} within 60 years of {moment}")
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
         """The last slot `t <= moment` (None if none within 60 years), for missed-slot catch-up.
