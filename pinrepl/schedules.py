@@ -94,11 +94,6 @@ class Schedule:
         return self._cron
 
     @property
-    def expression(self) -> str:
-        """Old name of `cron`."""
-        return self._cron
-
-    @property
     def timezone(self) -> ZoneInfo:
         return self._timezone
 

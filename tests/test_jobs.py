@@ -44,7 +44,7 @@ def test_names_come_from_paths_and_helpers_are_skipped(make_app):
 
 def test_meta_schedules_and_custom_attributes(make_app):
     spec = App.open(make_app({"good.py": GOOD})).jobs.get("good")
-    assert [s.expression for s in spec.schedules] == ["0 * * * *", "30 0 12 * * 1"]
+    assert [s.cron for s in spec.schedules] == ["0 * * * *", "30 0 12 * * 1"]
     assert spec.cls.batch_size == 7
     assert spec.multi_tenant is False
 
