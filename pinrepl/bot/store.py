@@ -134,12 +134,16 @@ class Store:
 
     async def claim(
         self, job: str, args: str, slot: datetime, tenants: Sequence[int | None],
-        now: datetime, overlap: bool,
+        now: datetime, busy_here: Iterable[int | None] | None,
     ) -> list[Claimed]:
         """Claim the runs of `job` with `args` at `slot` for `tenants` (None: a run without
-        a tenant): the rows this bot inserted. Without `overlap`, a run whose earlier slot
-        is still running on a live bot is claimed as `skipped`."""
-        busy = set() if overlap else await self._still_running(job, args, slot, now)
+        a tenant): the rows this bot inserted. Unless `busy_here` is None (the job's
+        `overlap`), a run whose earlier slot is still running, here (`busy_here`: this bot
+        knows its own runs better than its rows, whose results may wait for the database)
+        or on another bot that is alive, is claimed as `skipped`."""
+        busy: set[int | None] = set()
+        if busy_here is not None:
+            busy = set(busy_here) | await self._running_elsewhere(job, args, slot, now)
         rows = [
             {"job": job, "args": args, "tenant_id": tenant, "scheduled_for": slot,
              "status": "skipped" if tenant in busy else "running", "bot": self.bot,
@@ -153,14 +157,14 @@ class Store:
         async with self._engine.begin() as conn:
             return [Claimed(*row) for row in await conn.execute(statement)]
 
-    async def _still_running(self, job: str, args: str, slot: datetime, now: datetime
-                             ) -> set[int | None]:
-        """The tenants (None: no tenant) whose run of an earlier slot is running on a bot
-        that is alive."""
+    async def _running_elsewhere(self, job: str, args: str, slot: datetime, now: datetime
+                                 ) -> set[int | None]:
+        """The tenants (None: no tenant) whose run of an earlier slot is running on another
+        bot that is alive."""
         alive = select(BOTS.c.id).where(BOTS.c.beat_at >= now - self.lease)
         statement = select(RUNS.c.tenant_id).distinct().where(
             RUNS.c.job == job, RUNS.c.args == args, RUNS.c.status == "running",
-            RUNS.c.scheduled_for < slot, RUNS.c.bot.in_(alive),
+            RUNS.c.scheduled_for < slot, RUNS.c.bot.in_(alive), RUNS.c.bot != self.bot,
         )
         async with self._engine.connect() as conn:
             return set((await conn.scalars(statement)).all())
@@ -201,8 +205,9 @@ class Store:
             return {job: slot for job, slot in (await conn.execute(statement)).all()}
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        """Retention: delete the runs of slots before `cutoff`; how many went."""
+        """Retention: delete the runs that started before `cutoff` (by when they ran, not
+        by their slot: a late run of an old slot is kept as long as any); how many went."""
         async with self._engine.begin() as conn:
-            deleted = await conn.execute(delete(RUNS).where(RUNS.c.scheduled_for < cutoff))
+            deleted = await conn.execute(delete(RUNS).where(RUNS.c.started_at < cutoff))
         return int(deleted.rowcount)
 

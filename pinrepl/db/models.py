@@ -108,6 +108,7 @@ class BackgroundJobRun(Model):
         Index("background_job_runs_job_slot", "job", "scheduled_for"),
         Index("background_job_runs_status", "status"),
         Index("background_job_runs_slot", "scheduled_for"),
+        Index("background_job_runs_started", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),

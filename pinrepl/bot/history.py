@@ -1,0 +1,110 @@
+"""Reading the bot's runs back: each job's last run, and the runs newest first (SPEC 7).
+
+Both read through a workspace's `database` facade, so they commit, take their turn in a
+sandbox and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
+`list-background-job-runs` and the REPL's `jobs` listing use them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+from ..db import Database, Query
+from ..db.models import BackgroundJobRun
+from ..errors import MissingTable
+from .status import slot_status
+
+TABLE = BackgroundJobRun.__tablename__
+FIELDS = ("id", "job", "tenant_id", "args", "scheduled_for", "status", "bot", "started_at",
+          "finished_at", "error")
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """A job's latest slot: its status (of all its runs: see `status.slot_status`), when
+    it was, when its last run ended, and how many runs it had by status."""
+
+    job: str
+    scheduled_for: datetime
+    status: str
+    finished_at: datetime | None
+    counts: dict[str, int]
+
+    @property
+    def runs(self) -> int:
+        return sum(self.counts.values())
+
+    def shown_status(self) -> str:
+        """`failed`, or `failed (2 of 160)` for a slot of several runs."""
+        if self.runs == 1:
+            return self.status
+        return f"{self.status} ({self.counts.get(self.status, 0)} of {self.runs})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "scheduled_for": self.scheduled_for.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "runs": self.runs, "counts": self.counts,
+        }
+
+
+async def last_runs(database: Database) -> dict[str, LastRun]:
+    """Each job's last run, by job name ({} when the database has no runs table)."""
+    if not await database.has_table(TABLE):
+        return {}
+    runs = database.background_job_runs
+    model = BackgroundJobRun
+    other = aliased(BackgroundJobRun)
+    latest = select(func.max(other.scheduled_for)).where(other.job == model.job)
+    rows = await runs.where(model.scheduled_for == latest.scalar_subquery()).all()
+    by_job: dict[str, list[BackgroundJobRun]] = {}
+    for row in rows:
+        by_job.setdefault(row.job, []).append(row)
+    found: dict[str, LastRun] = {}
+    for job, slot_rows in by_job.items():
+        ended = [r.finished_at for r in slot_rows if r.finished_at is not None]
+        found[job] = LastRun(
+            job, slot_rows[0].scheduled_for, slot_status(r.status for r in slot_rows),
+            max(ended) if ended else None, dict(Counter(r.status for r in slot_rows)),
+        )
+    return found
+
+
+async def list_runs(database: Database, job: str | None = None, status: str | None = None,
+                    limit: int = 50) -> list[BackgroundJobRun]:
+    """The runs, newest slot first, of `job` and with `status` if given.
+    `MissingTable` when the database has no runs table."""
+    if not await database.has_table(TABLE):
+        raise MissingTable(
+            f"the database has no table {TABLE!r}; create it with: pinrepl init-database")
+    query: Query = database.background_job_runs
+    if job is not None:
+        query = query.where(job=job)
+    if status is not None:
+        query = query.where(status=status)
+    return await query.order_by("-scheduled_for", "-id").limit(limit).all()
+
+
+def shown_args(args: str) -> str:
+    """' ["a"] {"b": 1}' for a run's `args` column, '' when the schedule has none."""
+    try:
+        values = json.loads(args)
+        positional, keywords = values["args"], values["kwargs"]
+    except (ValueError, TypeError, KeyError):
+        return f" {args}"
+    shown = [json.dumps(positional)] if positional else []
+    shown += [json.dumps(keywords)] if keywords else []
+    return "".join(f" {part}" for part in shown)
+
+
+def run_as_json(run: BackgroundJobRun) -> dict[str, Any]:
+    """A run's fields, times as ISO 8601 (UTC)."""
+    values = {name: getattr(run, name) for name in FIELDS}
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

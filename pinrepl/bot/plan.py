@@ -1,0 +1,162 @@
+"""Planning: the next slot of every schedule in a heap, which slots are due, which missed.
+
+The bot sleeps until the earliest slot of the heap (or its next heartbeat) and, waking,
+takes the entries that are due: nothing is polled, so the work grows with the slots that
+fire, not with the schedules held. A late wake-up (the machine slept, the loop was blocked,
+the database was away) is caught here by the missed-slot rule of SPEC 7: of the slots that
+passed, the latest one still within the job's `misfire_grace` fires once, and the others
+are counted as missed. The same rule applies when a bot starts (`catch_up`).
+
+Slots are kept as UTC datetimes: two aware datetimes of one zone compare by wall clock,
+which is wrong across a daylight-saving fold.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..errors import InvalidSchedule
+from ..jobs import JobSpec
+from ..schedules import Schedule
+
+log = logging.getLogger("pinrepl.bot")
+
+#: A slot this late is still on time, whatever `misfire_grace` says: waking takes a moment.
+ON_TIME = timedelta(seconds=1)
+#: Counting missed slots stops here (a per-second schedule after a long outage).
+COUNT_CAP = 10_000
+_COUNT_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Fire:
+    """A slot to run: `schedule` of `spec` fires at `slot` (UTC)."""
+
+    spec: JobSpec
+    schedule: Schedule
+    slot: datetime
+
+
+@dataclass(frozen=True)
+class Missed:
+    """`count` slots of `schedule` that passed unrun (`capped`: at least that many)."""
+
+    spec: JobSpec
+    schedule: Schedule
+    count: int
+    capped: bool = False
+
+
+@dataclass(order=True)
+class _Entry:
+    at: datetime
+    order: int
+    spec: JobSpec = field(compare=False)
+    schedule: Schedule = field(compare=False)
+
+
+def misfire_grace(spec: JobSpec) -> timedelta:
+    """How late a slot of `spec` may still start (the job's `misfire_grace`, seconds)."""
+    return max(ON_TIME, timedelta(seconds=float(spec.cls.misfire_grace)))
+
+
+def schedules_of(specs: Iterable[JobSpec]) -> list[tuple[JobSpec, Schedule]]:
+    """Each job's schedules, each distinct schedule once."""
+    return [(spec, schedule) for spec in specs for schedule in dict.fromkeys(spec.schedules)]
+
+
+class Plan:
+    """The next slot after `after` of every schedule of `specs`, earliest first."""
+
+    def __init__(self, specs: Iterable[JobSpec], after: datetime) -> None:
+        self._heap: list[_Entry] = []
+        self._order = itertools.count()
+        for spec, schedule in schedules_of(specs):
+            self._push(spec, schedule, after)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def next_at(self) -> datetime | None:
+        """The earliest planned slot (UTC), or None without schedules."""
+        return self._heap[0].at if self._heap else None
+
+    def upcoming(self) -> list[tuple[JobSpec, Schedule, datetime]]:
+        """Every schedule with its next slot, in the order they fire."""
+        return [(e.spec, e.schedule, e.at) for e in sorted(self._heap)]
+
+    def pop_due(self, now: datetime) -> tuple[list[Fire], list[Missed]]:
+        """Take the slots at or before `now`: those to run, and those missed."""
+        fires: list[Fire] = []
+        missed: list[Missed] = []
+        while self._heap and self._heap[0].at <= now:
+            entry = heapq.heappop(self._heap)
+            spec, schedule = entry.spec, entry.schedule
+            following = _utc(schedule.next_after(entry.at))
+            if following > now:  # on time: the usual case, one call
+                latest, passed, capped = entry.at, 0, False
+            else:  # woke late: several slots passed
+                latest = _utc(schedule.latest_at_or_before(now) or entry.at)
+                passed, capped = count_slots(schedule, entry.at, latest)
+            if now - latest <= misfire_grace(spec):
+                fires.append(Fire(spec, schedule, latest))
+            else:
+                passed += 1
+            if passed:
+                missed.append(Missed(spec, schedule, passed, capped))
+            self._push(spec, schedule, max(now, latest))
+        return fires, missed
+
+    def _push(self, spec: JobSpec, schedule: Schedule, after: datetime) -> None:
+        try:
+            at = _utc(schedule.next_after(after))
+        except InvalidSchedule as exc:
+            log.warning("schedule %r of %s fires no more: %s", schedule.cron, spec.name, exc)
+            return
+        heapq.heappush(self._heap, _Entry(at, next(self._order), spec, schedule))
+
+
+def catch_up(
+    specs: Iterable[JobSpec], now: datetime, last_slots: dict[str, datetime]
+) -> tuple[list[Fire], list[Missed]]:
+    """What a starting bot runs: each schedule's latest slot at or before `now`, if within
+    its job's `misfire_grace` and later than the job's last recorded slot; the slots since
+    that last one are missed (a job without history misses nothing)."""
+    fires: list[Fire] = []
+    missed: list[Missed] = []
+    for spec, schedule in schedules_of(specs):
+        found = schedule.latest_at_or_before(now)
+        last = last_slots.get(spec.name)
+        if found is None or (last is not None and _utc(found) <= last):
+            continue
+        latest = _utc(found)
+        passed, capped = (0, False) if last is None else count_slots(
+            schedule, last + timedelta(microseconds=1), latest)
+        if now - latest <= misfire_grace(spec):
+            fires.append(Fire(spec, schedule, latest))
+        elif last is not None:
+            passed += 1
+        if passed:
+            missed.append(Missed(spec, schedule, passed, capped))
+    return fires, missed
+
+
+def count_slots(schedule: Schedule, start: datetime, end: datetime) -> tuple[int, bool]:
+    """How many slots `start <= t < end` (at most `COUNT_CAP`; True when it stopped there)."""
+    count = 0
+    while start < end:
+        window = min(end, start + _COUNT_WINDOW)
+        count += len(schedule.between(start, window))
+        if count >= COUNT_CAP:
+            return COUNT_CAP, True
+        start = window
+    return count, False
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
