@@ -22,6 +22,7 @@ import click
 
 from . import __version__
 from .app import App
+from .bot.status import STATUSES
 from .errors import BackgroundJobFailed, ConfigError, DatabaseUnavailable, PinreplError
 from .jobs import JOB_NAME, job_name_of
 from .settings import Settings, find_app
@@ -227,22 +228,27 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
     except PinreplError as exc:
         fail(str(exc))
     now = datetime.now(UTC)
+    last_runs = _last_runs(settings)
     rows: list[dict[str, Any]] = []
     for spec in registry:
         upcoming = [s.next_after(now).astimezone(settings.timezone) for s in spec.schedules]
         shown_next = min(upcoming).strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "-"
+        last = last_runs.get(spec.name)
         rows.append({
             "name": spec.name,
             "file": str(spec.path.relative_to(settings.root)),
             "schedules": [s.cron for s in spec.schedules],
             "next_run": min(upcoming).isoformat() if upcoming else None,
+            "last_run": last.as_json() if last else None,
             "multi_tenant": spec.multi_tenant,
             "shown_next": shown_next,
+            "shown_last": "-" if last is None else f"{last.shown_status()} "
+            + last.scheduled_for.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M:%S %Z"),
         })
     errors = [{"file": e.path, "error": e.message} for e in registry.errors]
     if as_json:
         for row in rows:
-            del row["shown_next"]
+            del row["shown_next"], row["shown_last"]
         click.echo(json.dumps(
             {"timezone": settings.timezone.key, "jobs": rows, "errors": errors}, indent=2
         ))
@@ -251,12 +257,12 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
         from rich.table import Table
 
         table = Table(title=f"background jobs (times in {settings.timezone.key})")
-        for column in ("name", "schedules", "next run", "multi-tenant"):
+        for column in ("name", "schedules", "next run", "last run", "multi-tenant"):
             table.add_column(column)
         for row in rows:
             table.add_row(
                 row["name"], "\n".join(row["schedules"]) or "-",
-                row["shown_next"], "yes" if row["multi_tenant"] else "no",
+                row["shown_next"], row["shown_last"], "yes" if row["multi_tenant"] else "no",
             )
         console = Console(soft_wrap=True)
         console.print(table)
@@ -265,6 +271,27 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
                 f"load error: {error['file']}: {error['error']}", markup=False
             )
     sys.exit(1 if errors else 0)
+
+
+def _last_runs(settings: Settings) -> dict[str, Any]:
+    """Each job's last run by the bot; nothing when the database cannot say (none yet, no
+    runs table, unreachable): the listing does not need a database."""
+    from .bot.history import last_runs  # SQLAlchemy loads only for the history
+    from .bot.outage import DATABASE_ERRORS
+
+    async def read() -> dict[str, Any]:
+        async with App(settings) as app:
+            database = app.database()
+            try:
+                async with asyncio.timeout(5):
+                    return await last_runs(database)
+            finally:
+                await database.aclose()
+
+    try:
+        return asyncio.run(read())
+    except (PinreplError, *DATABASE_ERRORS):
+        return {}
 
 
 # -- generate-background-job --------------------------------------------------------------
@@ -421,6 +448,81 @@ async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool, da
         for settings in made:
             await drop_test_database(settings)
     return 1 if failed else 0
+
+
+# -- the bot ---------------------------------------------------------------------------------
+
+
+@cli.command("bot")
+@click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True,
+              help="At most this many runs of this bot at once.")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="When stopped, how long running jobs get to finish.")
+@click.option("--lease", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="A bot not heard from for this long is dead; its runs are abandoned.")
+@click.option("--once", is_flag=True,
+              help="Run what is due now, wait for it, and exit (1 if any run failed).")
+@app_option
+@command
+async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir: Path | None
+              ) -> int:
+    """Run each job at its cron times, exactly once across all the bots of a database.
+
+    SIGTERM or Ctrl-C stops it (running jobs get --grace seconds; a second signal cancels
+    them); SIGHUP re-reads the job files."""
+    from .bot.scheduler import Bot  # only this command needs the bot
+
+    with logging_to_stderr():
+        async with App(Settings.load(app_dir)) as app:
+            return await Bot(app, concurrency=concurrency, grace=grace, lease=lease).run(once)
+
+
+@cli.command("list-background-job-runs")
+@click.option("--name", metavar="JOB", help="Only the runs of this job.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only the runs with this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="At most this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@app_option
+@command
+async def list_background_job_runs(name: str | None, status: str | None, limit: int,
+                                   as_json: bool, app_dir: Path | None) -> None:
+    """List the bot's runs, newest first (times in the app's timezone)."""
+    from .bot.history import list_runs, run_as_json, shown_args  # only this command needs them
+
+    async with App(Settings.load(app_dir)) as app:
+        database = app.database()
+        try:
+            runs = [run_as_json(run) for run in await list_runs(database, name, status, limit)]
+        finally:
+            await database.aclose()
+        zone = app.settings.timezone
+    if as_json:
+        click.echo(json.dumps(runs, indent=2))
+        return
+    from rich.console import Console  # rich loads only to draw
+    from rich.table import Table
+
+    def took(run: dict[str, Any]) -> str:
+        if not run["finished_at"]:
+            return "-"
+        seconds = (datetime.fromisoformat(run["finished_at"])
+                   - datetime.fromisoformat(run["started_at"])).total_seconds()
+        return f"{seconds:.3f} s"
+
+    table = Table(title=f"background job runs (times in {zone.key})")
+    for column in ("id", "job", "tenant", "slot", "status", "took", "bot", "error"):
+        table.add_column(column, no_wrap=column in ("slot", "status"))
+    for run in runs:
+        slot = datetime.fromisoformat(run["scheduled_for"]).astimezone(zone)
+        table.add_row(
+            str(run["id"]), run["job"] + shown_args(run["args"]),
+            "-" if run["tenant_id"] is None else str(run["tenant_id"]),
+            slot.strftime("%Y-%m-%d %H:%M:%S"), run["status"], took(run), run["bot"],
+            run["error"] or "",
+        )
+    Console(soft_wrap=True, highlight=False).print(table)
 
 
 def main() -> None:
