@@ -1,0 +1,79 @@
+"""What a user can get wrong with the bot's commands: bad options, no database, a database
+without the bot's tables. Each is one line and exit 2, and changes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+import pytest
+
+from ..conftest import invoke, one_line, write_app
+
+TICK = {
+    "tick.py": """
+        from pinrepl import BackgroundJob
+
+        class Tick(BackgroundJob):
+            def meta(self):
+                self.schedule("* * * * * *")
+
+            async def run(self):
+                pass
+    """,
+}
+
+
+@pytest.fixture
+def app(tmp_path):
+    return write_app(tmp_path / "app", TICK)
+
+
+@pytest.mark.parametrize("options", [
+    ["--concurrency", "0"], ["--grace", "-1"], ["--lease", "soon"], ["--lease", "0.5"],
+    ["--every", "1"],
+])
+def test_bad_options_are_a_usage_error_naming_the_option(app, options):
+    result = invoke("bot", "--app", app, *options)
+    assert result.exit_code == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert options[0] in error
+    assert not (app / "pinrepl.db").exists()
+
+
+@pytest.mark.parametrize("command", [["bot"], ["bot", "--once"], ["list-background-job-runs"]])
+def test_no_database_is_one_line(app, command):
+    line = one_line(invoke(*command, "--app", app))
+    assert line == f"no database at {app / 'pinrepl.db'}; create it with: pinrepl init-database"
+    assert not (app / "pinrepl.db").exists()
+
+
+@pytest.mark.parametrize("command", [["bot"], ["bot", "--once"], ["list-background-job-runs"]])
+def test_a_database_without_the_bots_tables_is_one_line(app, command):
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db:
+        db.execute("create table unrelated (id integer)")
+    line = one_line(invoke(*command, "--app", app))
+    assert "'background_job_runs'" in line
+    assert line.endswith("create it with: pinrepl init-database")
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db:
+        tables = db.execute("select name from sqlite_master where type = 'table'").fetchall()
+    assert tables == [("unrelated",)]
+
+
+def test_an_unreachable_database_is_one_line(app):
+    url = "postgresql://nobody:secret@127.0.0.1:1/db"
+    line = one_line(invoke("bot", "--app", app, env={"PINREPL_DATABASE_URL": url}))
+    assert line.startswith("cannot reach database postgresql+asyncpg://nobody:***@127.0.0.1:1/db")
+
+
+def test_list_background_jobs_needs_no_database(app):
+    result = invoke("list-background-jobs", "--json", "--app", app)
+    assert result.exit_code == 0, result.output
+    assert '"last_run": null' in result.stdout
+    assert not (app / "pinrepl.db").exists()
+
+
+def test_list_background_job_runs_refuses_an_unknown_status(app):
+    result = invoke("list-background-job-runs", "--status", "done", "--app", app)
+    assert result.exit_code == 2
+    assert "Invalid value for '--status'" in result.stderr
