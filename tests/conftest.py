@@ -58,7 +58,7 @@ def invoke(*args: str | Path, env: dict[str, str] | None = None, input: str | No
     try:
         return CliRunner().invoke(
             cli, [str(arg) for arg in args], input=input, env={**outside, **(env or {})},
-            catch_exceptions=False,
+            catch_exceptions=False, prog_name="pinrepl",
         )
     finally:
         root.setLevel(level)
