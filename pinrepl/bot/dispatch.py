@@ -10,8 +10,9 @@ bots that are up: each claims the next tenants as it has room, and a tenant that
 bot claimed first is simply not returned to it.
 
 One refinement: when the runs of a fan-out take a few milliseconds, a claim per run would
-cost more than the runs, so a bot also claims the tenants it expects to start within
-`LOOK_AHEAD` (from the runs of this slot it has finished), at most `MAX_BATCH` at once.
+cost more than the runs, so while runs of a slot are under way a bot also claims the
+tenants it expects to start within `LOOK_AHEAD` (from the runs of this slot it has
+finished), at most `MAX_BATCH` at once; as each run ends, the next starts at once.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Dispatcher:
 
     def __init__(
         self, runner: Runner, store: Store, results: Results, outage: Outage, *,
-        concurrency: int, shown: Callable[[datetime], str], notify: Callable[[], Any],
+        concurrency: int, shown: Callable[[datetime], str], on_idle: Callable[[], Any],
     ) -> None:
         self._runner = runner
         self._store = store
@@ -95,7 +96,7 @@ class Dispatcher:
         self._outage = outage
         self._concurrency = concurrency
         self._shown = shown
-        self._notify = notify
+        self._on_idle = on_idle
         self._pending: list[SlotWork] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -216,11 +217,17 @@ class Dispatcher:
         assert work.tenants is not None
         self._start_queued(work)
         while self._claiming and work.position < len(work.tenants):
-            room = min(self._room(), work.tenant_room)
-            if room <= 0:
+            room = max(0, min(self._room(), work.tenant_room))
+            ahead = work.look_ahead()
+            # Without room, claim ahead only while runs of this slot are under way here (as
+            # each ends, its room goes to the next queued one, without waiting for a claim),
+            # and only once half the look-ahead is used: claims in batches, not one per run.
+            if not room and not (work.running and len(work.queued) <= ahead // 2):
                 break
-            # Nothing is queued here: `_start_queued` has emptied it into the room.
-            batch = work.tenants[work.position:work.position + room + work.look_ahead()]
+            want = room + ahead - len(work.queued)
+            if want <= 0:
+                break
+            batch = work.tenants[work.position:work.position + want]
             work.position += len(batch)
             by_id: dict[int | None, Tenant] = {tenant.id: tenant for tenant in batch}
             for claim in await self._claim(work, list(by_id)):
@@ -287,7 +294,7 @@ class Dispatcher:
     def _drop(self, work: SlotWork) -> None:
         if work in self._pending:
             self._pending.remove(work)
-        self._notify()
+        self._idle_now()
 
     # -- running ----------------------------------------------------------------------------
 
@@ -331,7 +338,11 @@ class Dispatcher:
             logging.ERROR if status == "failed" else logging.WARNING)
         log.log(level, "run %s: %s in %.3f s%s", status, self._what(work, tenant), took,
                 f": {error}" if error else "", exc_info=failure)
-        self._notify()
+        self._idle_now()
+
+    def _idle_now(self) -> None:
+        if self.idle:
+            self._on_idle()
 
     def _what(self, work: SlotWork, tenant: Tenant | None) -> str:
         where = f" tenant {tenant.id} ({tenant.name})" if tenant is not None else ""

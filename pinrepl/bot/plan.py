@@ -125,21 +125,23 @@ def catch_up(
     specs: Iterable[JobSpec], now: datetime, last_slots: dict[str, datetime]
 ) -> tuple[list[Fire], list[Missed]]:
     """What a starting bot runs: each schedule's latest slot at or before `now`, if within
-    its job's `misfire_grace` and later than the job's last recorded slot; the slots since
-    that last one are missed (a job without history misses nothing)."""
+    its job's `misfire_grace` (the claims leave out what other bots have run of it: a fan-out
+    may be under way). The slots between the job's last recorded one and that one are
+    missed (a job without history misses nothing)."""
     fires: list[Fire] = []
     missed: list[Missed] = []
     for spec, schedule in schedules_of(specs):
         found = schedule.latest_at_or_before(now)
         last = last_slots.get(spec.name)
-        if found is None or (last is not None and _utc(found) <= last):
+        if found is None:
             continue
         latest = _utc(found)
-        passed, capped = (0, False) if last is None else count_slots(
-            schedule, last + timedelta(microseconds=1), latest)
+        passed, capped, new = 0, False, last is not None and latest > last
+        if last is not None and new:
+            passed, capped = count_slots(schedule, last + timedelta(microseconds=1), latest)
         if now - latest <= misfire_grace(spec):
             fires.append(Fire(spec, schedule, latest))
-        elif last is not None:
+        elif new:
             passed += 1
         if passed:
             missed.append(Missed(spec, schedule, passed, capped))

@@ -2,8 +2,10 @@
 
 A finished run's result waits here; one writer takes everything that is waiting and writes
 it in one statement, so results that arrive while a write is under way go together in the
-next one (group commit, without a timer). A failed write keeps its results and is tried
-again after the outage's backoff.
+next one (group commit). Writes are also at least `LINGER` seconds apart: a result that
+comes alone is written at once (other bots see it finished), while the results of many
+short runs (a fan-out of quick tenants) go in few statements. A failed write keeps its
+results and is tried again after the outage's backoff.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from .outage import DATABASE_ERRORS, Outage
 from .store import Result, Store
+
+LINGER = 0.02
 
 log = logging.getLogger("pinrepl.bot")
 
@@ -26,6 +31,7 @@ class Results:
         self._outage = outage
         self._waiting: list[Result] = []
         self._arrived = asyncio.Event()
+        self._last_write = 0.0
 
     def add(self, result: Result) -> None:
         self._waiting.append(result)
@@ -35,28 +41,32 @@ class Results:
         """Write results as they arrive, until cancelled."""
         while True:
             await self._arrived.wait()
+            await asyncio.sleep(self._last_write + LINGER - time.monotonic())
             self._arrived.clear()
-            await self._write_all()
+            self._last_write = time.monotonic()
+            await self._write()
 
     async def flush(self, within: float) -> None:
         """Write what is waiting, trying for at most `within` seconds (at shutdown)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                await self._write_all()
+                while self._waiting:
+                    await self._write()
         if self._waiting:
             log.error("could not record how %d runs ended: they stay 'running' until a bot "
                       "marks them abandoned", len(self._waiting))
 
-    async def _write_all(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await self._store.finish(batch)
-            except DATABASE_ERRORS as exc:
-                self._waiting[:0] = batch
-                await asyncio.sleep(self._outage.failed(exc, "recording results"))
-                continue
-            except BaseException:  # cancelled mid-write: writing them again is harmless
-                self._waiting[:0] = batch
-                raise
-            self._outage.answered()
+    async def _write(self) -> None:
+        """Write what is waiting, in one statement; after a failure, wait the backoff."""
+        batch, self._waiting = self._waiting, []
+        try:
+            await self._store.finish(batch)
+        except DATABASE_ERRORS as exc:
+            self._waiting[:0] = batch
+            self._arrived.set()  # try again
+            await asyncio.sleep(self._outage.failed(exc, "recording results"))
+            return
+        except BaseException:  # cancelled mid-write: writing them again is harmless
+            self._waiting[:0] = batch
+            raise
+        self._outage.answered()

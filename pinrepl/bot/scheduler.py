@@ -66,7 +66,7 @@ class Bot:
         self._wakeup = asyncio.Event()
         self._dispatcher = Dispatcher(
             app.runner, self._store, self._results, self._outage, concurrency=concurrency,
-            shown=self._shown, notify=self._wakeup.set,
+            shown=self._shown, on_idle=self._wakeup.set,
         )
         self._concurrency = concurrency
         self._hurry = asyncio.Event()

@@ -150,12 +150,14 @@ class Store:
              "started_at": now, "finished_at": now if tenant in busy else None}
             for tenant in dict.fromkeys(tenants)
         ]
+        # Many rows as parameters (not `.values(rows)`): SQLAlchemy batches them into one
+        # multi-row INSERT whose compiled form is cached, whatever the number of rows.
         statement = (
-            self._insert(RUNS).values(rows).on_conflict_do_nothing()
+            self._insert(RUNS).on_conflict_do_nothing()
             .returning(RUNS.c.id, RUNS.c.tenant_id, RUNS.c.status)
         )
         async with self._engine.begin() as conn:
-            return [Claimed(*row) for row in await conn.execute(statement)]
+            return [Claimed(*row) for row in await conn.execute(statement, rows)]
 
     async def _running_elsewhere(self, job: str, args: str, slot: datetime, now: datetime
                                  ) -> set[int | None]:

@@ -120,8 +120,11 @@ def once(root, url):
 
 
 def finished(process):
-    """The exit status and log of a `bot --once`."""
+    """The exit status and log of a `bot --once`, which ends as soon as its runs have (long
+    before its first heartbeat is due, after 10 s)."""
+    started = time.monotonic()
     log = process.communicate(timeout=30)[1]
+    assert time.monotonic() - started < 8, log
     return process.returncode, log
 
 
@@ -198,3 +201,34 @@ def test_runs_older_than_keep_runs_days_are_deleted(ran_once):
     assert "deleted 1 runs older than 30 days (keep_runs_days)" in results["first"][1]
     jobs = {row["job"] for row in runs(root, url)}
     assert "gone" not in jobs and "late" in jobs
+
+
+SHARED = {
+    "shared.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        class Shared(BackgroundJob):
+            multi_tenant = True
+            misfire_grace = 400 * 24 * 3600
+
+            def meta(self):
+                self.schedule("0 0 1 1 *")
+
+            async def run(self):
+                await asyncio.sleep(0.3)
+    """,
+}
+
+
+def test_two_once_bots_share_the_tenants_of_one_slot(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    root = bot_app(tmp_path / "app", SHARED, url, [f"t{i}" for i in range(8)])
+    first = once(root, url)
+    time.sleep(0.5)  # the first has claimed some tenants of the slot when the second starts
+    second = once(root, url)
+    assert [finished(first)[0], finished(second)[0]] == [0, 0]
+    rows = runs(root, url)
+    assert sorted(row["tenant_id"] for row in rows) == list(range(1, 9))
+    assert {row["status"] for row in rows} == {"succeeded"}
+    assert len({row["bot"] for row in rows}) == 2
