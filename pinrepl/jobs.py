@@ -18,6 +18,7 @@ import traceback
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -114,6 +115,31 @@ class JobSpec:
         """The signature of `run()`, `self` included."""
         return inspect.signature(self.cls.run)
 
+    def __repr__(self) -> str:
+        """A summary for the REPL: name, file, `run()`, schedules with their next run,
+        tenancy."""
+        params = list(self.signature.parameters.values())[1:]
+        lines = [
+            f"background job {self.name!r} ({_shown(self.path)})",
+            f"  run{self.signature.replace(parameters=params)}",
+        ]
+        now = datetime.now(UTC)
+        for schedule in self.schedules:
+            arguments = ", ".join([*map(repr, schedule.args),
+                                   *(f"{k}={v!r}" for k, v in schedule.kwargs.items())])
+            upcoming = schedule.next_after(now).strftime("%Y-%m-%d %H:%M:%S %Z")
+            lines.append(f"  schedule {schedule.cron}"
+                         + (f" with ({arguments})" if arguments else "")
+                         + f", next {upcoming}")
+        if not self.schedules:
+            lines.append("  no schedule")
+        at_once = self.tenant_concurrency
+        lines.append(
+            f"  multi-tenant, {at_once} tenant{'s' if at_once > 1 else ''} at a time"
+            if self.multi_tenant else "  not multi-tenant"
+        )
+        return "\n".join(lines)
+
 
 class JobRegistry:
     """The jobs of one app: `names`, lookup by name (`registry['x']`), load `errors`."""
@@ -186,7 +212,8 @@ class JobRegistry:
         return len(self._jobs)
 
     def __repr__(self) -> str:
-        lines = [f"{len(self)} background jobs in {_shown(self.root)}:"]
+        count = f"{len(self)} background job{'' if len(self) == 1 else 's'}"
+        lines = [f"{count} in {_shown(self.root)}:"]
         width = max((len(n) for n in self.names), default=0)
         for spec in self:
             crons = ", ".join(s.cron for s in spec.schedules) or "-"
