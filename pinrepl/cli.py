@@ -359,23 +359,26 @@ async def init_database(demo: bool, app_dir: Path | None) -> None:
 @click.option("--tenant", metavar="ID_OR_NAME", help="Scope `database` to this tenant.")
 @click.option("--sandbox", is_flag=True,
               help="Roll back every database write of the session when it ends.")
+@click.option("--echo", is_flag=True, help="Print the SQL that runs (also echo(True)).")
 @app_option
 @command
-async def repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Path | None
-               ) -> int:
-    """The async REPL: `await runBackgroundJob('name')`, `database`, `jobs`, `reload()`.
+async def repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
+               app_dir: Path | None) -> int:
+    """The async REPL: `await runBackgroundJob('name')`, `database`, `jobs`, the app's
+    models, `echo(True)`, `reload()`; `exit(n)` ends it with status n.
 
     With --execute, or with a standard input that is not a terminal, the code runs through
     the same evaluator and the exit status is 1 on an uncaught exception."""
     with logging_to_stderr():
-        return await _repl(code, tenant, sandbox, app_dir)
+        return await _repl(code, tenant, sandbox, echo, app_dir)
 
 
-async def _repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Path | None
-                ) -> int:
+async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
+                app_dir: Path | None) -> int:
     from .console.repl import execute, session, shown_url  # only this command needs them
 
-    async with App(Settings.load(app_dir)) as app, session(app, tenant, sandbox) as console:
+    async with App(Settings.load(app_dir)) as app, \
+            session(app, tenant, sandbox, echo) as console:
         if code is not None:
             return await execute(console, code, "<string>")
         if not sys.stdin.isatty():
@@ -389,11 +392,11 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, app_dir: Pa
             + (" · sandbox: writes are rolled back at exit" if sandbox else "")
         )
         click.echo(
-            "await runBackgroundJob('name', *args) · database.<table> · jobs · reload() · "
-            "await use_tenant('name') · Ctrl-C stops a job · Ctrl-D quits"
+            "await runBackgroundJob('name', *args) · database.<table> · jobs · the app's "
+            "models by class name · echo(True) prints SQL · reload() · "
+            "await use_tenant('name') · Ctrl-C interrupts · Ctrl-D or exit() quits"
         )
-        await interact(console, history_path(settings.root))
-    return 0
+        return await interact(console, history_path(settings.root))
 
 
 @cli.command("transcript")

@@ -1,22 +1,29 @@
 """The evaluator every way of running REPL code shares: the interactive prompt, `--execute`,
-piped stdin and transcripts.
+piped stdin and transcripts, and how they all show an exception.
 
 Code runs statement by statement with top-level `await`; the value of each expression
 statement is shown (and kept in `_`) unless it is None, as the Python REPL does.
+
+An exception shows as Python shows it (`traceback.TracebackException`: chained causes,
+`from None`, exception groups with every sub-exception and its notes, a syntax error as
+line, caret and message), without the frames of pinrepl and ptpython: what is left is the
+user's code and the job's.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import CodeType, TracebackType
+from types import CodeType
 from typing import Any
 
 FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-_PACKAGE = str(Path(__file__).parent.parent)  # all of pinrepl
 
 
 class Evaluator:
@@ -51,14 +58,61 @@ class Evaluator:
                 show(value)
 
 
-def user_traceback(exc: BaseException) -> BaseException:
-    """`exc` with pinrepl's own frames (REPL, evaluator) cut from the front of its
-    traceback, so that it starts at the user's code."""
-    tb: TracebackType | None = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
-        tb = tb.tb_next
-    return exc.with_traceback(tb or exc.__traceback__)
+# -- showing an exception ----------------------------------------------------------------
+
+
+class _Elided(traceback.StackSummary):
+    """A stack shown as one `...` line, as doctest writes an expected traceback."""
+
+    def __bool__(self) -> bool:
+        return True  # keeps the "Traceback (most recent call last):" header
+
+    def format(self) -> list[str]:
+        return ["  ...\n"]
+
+
+def format_exception(exc: BaseException, *, elide_frames: bool = False) -> str:
+    """`exc` as Python shows it, without pinrepl's and ptpython's frames. With
+    `elide_frames` (transcripts), each traceback's frames are one `...` line and chained
+    exceptions are left out, as in doctest, while exception groups keep every
+    sub-exception."""
+    shown = traceback.TracebackException.from_exception(exc, compact=True)
+    for each in _all(shown):
+        if elide_frames:
+            if each.stack or each is shown:  # the outermost always has its header
+                each.stack = _Elided()
+            each.__cause__ = each.__context__ = None
+        else:
+            each.stack = traceback.StackSummary.from_list(
+                [frame for frame in each.stack if not frame.filename.startswith(_hidden())]
+            )
+    return "".join(shown.format())
+
+
+@functools.cache
+def _hidden() -> tuple[str, ...]:
+    """The folders whose frames are machinery, not the user's: all of pinrepl, and
+    ptpython (found without importing it: `--execute` never loads it)."""
+    folders = [Path(__file__).parent.parent]
+    spec = importlib.util.find_spec("ptpython")
+    if spec is not None and spec.submodule_search_locations:
+        folders += [Path(p) for p in spec.submodule_search_locations]
+    return tuple(str(folder) + os.sep for folder in folders)
+
+
+def _all(shown: traceback.TracebackException) -> Iterator[traceback.TracebackException]:
+    """`shown` and every exception it holds: causes, contexts and group members."""
+    seen: set[int] = set()
+    todo = [shown]
+    while todo:
+        each = todo.pop()
+        if id(each) in seen:
+            continue
+        seen.add(id(each))
+        yield each
+        todo.extend(e for e in (each.__cause__, each.__context__) if e is not None)
+        todo.extend(each.exceptions or ())
 
 
 def print_exception(exc: BaseException, file: Any = None) -> None:
-    traceback.print_exception(user_traceback(exc), file=file or sys.stderr)
+    print(format_exception(exc), end="", file=file or sys.stderr)

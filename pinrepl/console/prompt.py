@@ -1,7 +1,10 @@
 """The interactive prompt: ptpython in asyncio mode over a `Console`.
 
-`ConsoleRepl` is a named subclass of ptpython's `PythonRepl` that evaluates through the
-console's `Evaluator`; the prompt shows the tenant and the sandbox; history persists per app.
+`ConsoleRepl` is a named subclass of ptpython's `PythonRepl`: it evaluates through the
+console's `Evaluator`, shows errors as Python does (`evaluator.format_exception`), makes
+Ctrl-C interrupt blocking code as well as awaiting code, lets `exit(n)` end the session
+with status n, and completes job names. The prompt shows the tenant and the sandbox;
+history persists per app.
 """
 
 from __future__ import annotations
@@ -9,15 +12,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import AnyFormattedText
 from prompt_toolkit.patch_stdout import patch_stdout
+from ptpython.completer import PythonCompleter
 from ptpython.prompt_style import PromptStyle
 from ptpython.repl import PythonRepl
 
-from .evaluator import Evaluator, user_traceback
+from .evaluator import Evaluator, format_exception
+from .interrupt import Interrupter
 from .repl import Console
 
 
@@ -45,17 +56,47 @@ class Prompt(PromptStyle):
         return []
 
 
+class JobNameCompleter(Completer):
+    """Job names inside `runBackgroundJob('`, `run_background_job('` and `jobs['`;
+    everywhere else, the completions of `python` (ptpython's)."""
+
+    AT_NAME = re.compile(
+        r"""(?:\b(?:runBackgroundJob|run_background_job)\(\s*|\bjobs\[\s*)['"](?P<typed>[a-z0-9/-]*)$"""
+    )
+
+    def __init__(self, names: Callable[[], list[str]], python: Completer) -> None:
+        self.names = names
+        self.python = python
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent
+                        ) -> Iterable[Completion]:
+        at_name = self.AT_NAME.search(document.text_before_cursor)
+        if at_name is None:
+            yield from self.python.get_completions(document, complete_event)
+            return
+        typed = at_name["typed"]
+        for name in self.names():
+            if name.startswith(typed):
+                yield Completion(name, start_position=-len(typed))
+
+
 class ConsoleRepl(PythonRepl):
     """ptpython's REPL evaluating through pinrepl's `Evaluator`.
 
-    Overrides ptpython's hooks `eval_async` (run a line) and `_handle_exception` (show
-    an error); `tests/console/test_repl.py` fails loudly if their signatures change.
+    Overrides ptpython's hooks `run_and_show_expression_async`, `eval_async`,
+    `_handle_exception` and `_add_to_namespace`, and passes `_completer`;
+    `tests/console/test_prompt_hooks.py` fails loudly if they change.
     """
 
     def __init__(self, console: Console, history: Path) -> None:
+        python = PythonCompleter(
+            lambda: console.namespace, lambda: console.namespace,
+            lambda: self.enable_dictionary_completion,
+        )
         super().__init__(
             get_globals=lambda: console.namespace, get_locals=lambda: console.namespace,
             history_filename=str(history),
+            _completer=JobNameCompleter(console.known_job_names, python),
         )
         self.console = console
         self.evaluator = Evaluator(console.namespace)
@@ -68,7 +109,10 @@ class ConsoleRepl(PythonRepl):
         self.enable_output_formatting = False
         self.insert_blank_line_after_output = False
         self.title = "pinrepl"
+        #: The status `exit(n)` / `sys.exit(n)` asked for (None: 0).
+        self.exit_status: object = None
         self._loading = False
+        self._ctrl_c = Interrupter()
         self.app.after_render += self._start_loading
 
     def _start_loading(self, _app: Any) -> None:
@@ -76,28 +120,90 @@ class ConsoleRepl(PythonRepl):
             self._loading = True
             self.console.load_in_background(print)
 
+    def _add_to_namespace(self) -> None:
+        """ptpython adds `get_ptpython` and its own `exit` (which takes no status and,
+        awaited, prints a traceback); the console's `exit` stays."""
+        namespace = self.get_globals()
+        kept = namespace.get("exit")
+        super()._add_to_namespace()
+        namespace["exit"] = kept
+
+    # -- running a line, and Ctrl-C -----------------------------------------------------------
+
+    async def run_and_show_expression_async(self, text: str) -> Any:
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            return await super().run_and_show_expression_async(text)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     async def eval_async(self, line: str) -> object:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None  # ptpython runs each line in a task of its own
+        # Tasks started from here are guarded, so that a KeyboardInterrupt in one ends
+        # this line rather than the event loop.
+        factory = loop.get_task_factory()
+        loop.set_task_factory(self._guarded_task)
         shown: list[Any] = []
-        await self.evaluator.run(line, shown.append)
+        try:
+            with self._ctrl_c.watching(task):
+                await self.evaluator.run(line, shown.append)
+        except KeyboardInterrupt as interrupt:
+            self._handle_exception(interrupt)
+            return None
+        except SystemExit as exit_:
+            self.exit_status = exit_.code
+            raise
+        finally:
+            loop.set_task_factory(factory)
         for value in shown[:-1]:
             self._show_result(value)
         return shown[-1] if shown else None
 
-    def _handle_exception(self, e: BaseException) -> None:
-        if isinstance(e, asyncio.CancelledError | KeyboardInterrupt):
-            self.app.output.write("Cancelled: the job was stopped and its workspace "
-                                  "torn down.\n")
-            self.app.output.flush()
-            return
+    def _guarded_task(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+                      ) -> asyncio.Task[Any]:
+        if asyncio.iscoroutine(coro):
+            coro = self._guarded(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """`coro`, whose KeyboardInterrupt cancels the line that runs it: raised out of a
+        task, it would stop the event loop and end the session."""
         try:
-            raise user_traceback(e)
-        except BaseException as raised:  # ptpython reads sys.exc_info()
-            super()._handle_exception(raised)
+            return await coro
+        except KeyboardInterrupt:
+            if self._ctrl_c.running is not None:
+                self._ctrl_c.running.cancel()
+            raise asyncio.CancelledError from None
+
+    def close(self) -> None:
+        self._ctrl_c.close()
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _handle_exception(self, e: BaseException) -> None:
+        sys.last_type, sys.last_value, sys.last_traceback = type(e), e, e.__traceback__
+        if isinstance(e, asyncio.CancelledError):
+            text = "Cancelled: the job was stopped and its workspace torn down.\n"
+        else:
+            text = format_exception(e)
+        # Through the patched stderr, after what the code printed, as Python does.
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
-async def interact(console: Console, history: Path) -> None:
-    """ptpython in asyncio mode over `console`, until Ctrl-D or exit()."""
+async def interact(console: Console, history: Path) -> int:
+    """ptpython in asyncio mode over `console`, until Ctrl-D or exit(); the exit status
+    (`exit(n)`, `sys.exit(n)`)."""
     history.parent.mkdir(parents=True, exist_ok=True)
     repl = ConsoleRepl(console, history)
-    with patch_stdout():
-        await repl.run_async()
+    try:
+        with patch_stdout():
+            await repl.run_async()
+    finally:
+        repl.close()
+    status = repl.exit_status
+    if status is None or isinstance(status, int):
+        return status or 0
+    print(status, file=sys.stderr)  # sys.exit("message"), as Python does
+    return 1

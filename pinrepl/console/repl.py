@@ -3,8 +3,11 @@ tenant) and code run through it non-interactively (`--execute`, piped stdin).
 
 The prompt (`prompt.py`) and transcripts drive the same console through the same
 `Evaluator`. The namespace exists before the job files, the models and SQLAlchemy are
-loaded: a thread loads them while the user types, and the first use of `jobs`, `database`
-or `runBackgroundJob` waits for it.
+loaded: a thread loads them while the user types (and then adds the app's model classes
+to the namespace, as shell_plus does), and the first use of `jobs`, `database` or
+`runBackgroundJob` waits for it. What fails to load is reported once, in one line; each
+later use tries again and raises a fresh one-line error, and what does not need the
+failed part (jobs without models) stays usable.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from ..app import App
+from ..errors import PinreplError
 from ..jobs import BackgroundJob
 from .evaluator import Evaluator, print_exception
 
@@ -34,7 +38,11 @@ class Console:
         self._workspace: Workspace | None = None
         self._loaded = threading.Event()
         self._loader: threading.Thread | None = None
-        self._load_error: BaseException | None = None
+        self._jobs_loaded = False
+        self._models: list[str] = []
+        self._load_errors: list[str] = []
+        self._echoing = False
+        self.echo_when_loaded = False
         self.namespace: dict[str, Any] = {
             "__name__": "__main__",
             "__builtins__": __builtins__,
@@ -45,19 +53,43 @@ class Console:
             "BackgroundJob": BackgroundJob,
             "reload": self.reload,
             "use_tenant": self.use_tenant,
+            "echo": self.echo,
+            "exit": _Exit("exit"),
+            "quit": _Exit("quit"),
         }
 
     # -- loading ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load jobs, models and the engine now (in this thread)."""
+        """Load jobs, models and the engine now (in this thread) and put the model
+        classes in the namespace. What fails is kept, as one line, for `loaded_summary`.
+        Once is enough (`--tenant` loads before the prompt's loader starts)."""
+        if self._loaded.is_set():
+            return
         try:
-            self.app.jobs  # noqa: B018 - discovery happens on first access
-            self.app.engine  # noqa: B018
-        except BaseException as exc:
-            self._load_error = exc
+            self._jobs_loaded = self._attempt("jobs", lambda: self.app.jobs) is not None
+            models = self._attempt("models", lambda: self.app.models)
+            if models is not None:
+                for model in models:
+                    self.namespace.setdefault(model.__name__, model)
+                    self._models.append(model.__name__)
+                engine = self._attempt("database", lambda: self.app.engine)
+                if engine is not None and self.echo_when_loaded:
+                    self._set_echo(True)
         finally:
             self._loaded.set()
+
+    def _attempt(self, part: str, load: Callable[[], Any]) -> Any:
+        """`load()`, or None with its error kept as one line."""
+        try:
+            return load()
+        except PinreplError as exc:
+            self._load_errors.append(str(exc))
+        except Exception as exc:
+            self._load_errors.append(
+                f"could not load the app's {part}: {type(exc).__name__}: {exc}"
+            )
+        return None
 
     def load_in_background(self, report: Callable[[str], None]) -> None:
         def load() -> None:
@@ -68,21 +100,38 @@ class Console:
         self._loader.start()
 
     def ready(self) -> None:
-        """Wait for the loader; re-raise what it failed with."""
+        """Wait for the loader (or load now, if none was started). What failed to load
+        is not raised here: each use of it tries again and says why it fails."""
         if not self._loaded.is_set():
             if self._loader is None:
                 self.load()
             self._loaded.wait()
-        if self._load_error is not None:
-            raise self._load_error
 
     def loaded_summary(self) -> str:
-        if self._load_error is not None:
-            return f"pinrepl: could not load the app: {self._load_error}"
+        """What loading found: the jobs and their load errors, the models, and one line
+        for each part that could not be loaded."""
+        lines = [self._jobs_summary("loaded")] if self._jobs_loaded else []
+        if self._models:
+            lines.append(f"models: {', '.join(sorted(self._models))}")
+        lines.extend(f"load error: {error}" for error in self._load_errors)
+        return "\n".join(lines)
+
+    def _jobs_summary(self, verb: str) -> str:
         registry = self.app.jobs
-        lines = [f"{len(registry)} jobs loaded: {', '.join(registry.names) or '-'}"]
+        count = f"{len(registry)} job{'' if len(registry) == 1 else 's'}"
+        lines = [f"{count} {verb}: {', '.join(registry.names) or '-'}"]
         lines.extend(f"load error: {error}" for error in registry.errors)
         return "\n".join(lines)
+
+    def known_job_names(self) -> list[str]:
+        """The job names if they are loaded, else none: never waits (the completer asks
+        while the user types)."""
+        if not (self._loaded.is_set() and self._jobs_loaded):
+            return []
+        try:
+            return self.app.jobs.names
+        except PinreplError:  # a failed reload(): the next use says why
+            return []
 
     @property
     def jobs(self) -> JobRegistry:
@@ -122,7 +171,24 @@ class Console:
         """Re-read the job files: new, changed and deleted ones; print any load errors."""
         self.ready()
         self.app.reload()
-        print(self.loaded_summary().replace("jobs loaded", "jobs reloaded", 1))
+        self._jobs_loaded = True
+        print(self._jobs_summary("reloaded"))
+
+    def echo(self, on: bool = True) -> None:
+        """Print each SQL statement the app runs (the session's and its jobs'), with its
+        parameters, as it runs; `echo(False)` stops."""
+        self.ready()
+        self._set_echo(on)
+
+    def _set_echo(self, on: bool) -> None:
+        from sqlalchemy import event  # loaded already with the engine: not at startup
+
+        engine = self.app.engine.engine.sync_engine
+        if on and not self._echoing:
+            event.listen(engine, "before_cursor_execute", _print_sql)
+        elif not on and self._echoing:
+            event.remove(engine, "before_cursor_execute", _print_sql)
+        self._echoing = on
 
     @property
     def prompt(self) -> str:
@@ -137,6 +203,28 @@ class Console:
         if self._workspace is not None:
             await self._workspace.aclose()
             self._workspace = None
+
+
+def _print_sql(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+               _executemany: bool) -> None:
+    """A `before_cursor_execute` listener: the statement, and its parameters if any."""
+    print("\n".join(line.rstrip() for line in statement.strip().splitlines()))
+    if parameters:
+        print(f"-- parameters: {parameters!r}")
+
+
+class _Exit:
+    """`exit()` / `quit()` in the namespace: `exit(n)` ends the session with status n, as
+    `sys.exit(n)` does (ptpython's own takes no status; Python's closes stdin)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, code: object = None) -> NoReturn:
+        raise SystemExit(code)
+
+    def __repr__(self) -> str:
+        return f"Use {self.name}() or Ctrl-D (i.e. EOF) to exit"
 
 
 class _Current:
@@ -180,15 +268,17 @@ def shown_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def session(app: App, tenant: str | None = None, sandbox: bool = False
-                  ) -> AsyncIterator[Console]:
+async def session(app: App, tenant: str | None = None, sandbox: bool = False,
+                  echo: bool = False) -> AsyncIterator[Console]:
     """A console for one REPL session (or one transcript), scoped to `tenant` and, with
     `sandbox`, inside `app.sandbox()`: its writes are rolled back when the block ends.
+    With `echo`, the SQL that runs is printed from the moment the engine is loaded.
     Raises PinreplError before any prompt."""
     async with AsyncExitStack() as stack:
         if sandbox:
             await stack.enter_async_context(app.sandbox())
         console = Console(app)
+        console.echo_when_loaded = echo
         stack.push_async_callback(console.aclose)
         if tenant is not None:
             await console.use_tenant(tenant)

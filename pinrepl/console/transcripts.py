@@ -2,7 +2,11 @@
 
 A transcript holds prompt lines (`pinrepl > code`, continued by `... code` lines), each
 followed by the output it must print. `...` in expected output matches any text (doctest's
-ELLIPSIS); an expected traceback is matched on its exception line(s), like doctest.
+ELLIPSIS); an expected traceback is matched on its exception line(s), like doctest, those
+of an exception group's members included. A `#` line after a blank line starts a comment
+that runs to the next prompt. An output line that starts with a backslash is read without
+it: `--update` (`updated`) writes one before output that would read as a prompt, a
+continuation or a comment, so that every file it writes replays.
 Each replay gets a fresh console and, by default, a sandbox: the database is left as found.
 By default transcripts replay against a test database made for the run
 (`test_database`): the app's tables and its demo data, whatever the developer's holds.
@@ -19,7 +23,6 @@ import doctest
 import io
 import logging
 import re
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +31,18 @@ from ..app import App
 from ..db.schema import create_scratch_database, drop_scratch_database
 from ..errors import DatabaseUnavailable, TranscriptError
 from ..settings import Settings
-from .evaluator import Evaluator
+from .evaluator import Evaluator, format_exception
 from .repl import session
 
 PROMPT = re.compile(r"pinrepl(?: \[[^\]]*\])? >(?: (?P<code>.*))?")
 CONTINUATION = re.compile(r"\.\.\.(?: (?P<code>.*))?")
-TRACEBACK = "Traceback (most recent call last):"
+TRACEBACK = re.compile(r"(?: *[+|] )?(?:Exception Group )?Traceback \(most recent call last\):")
+_MARGIN = re.compile(r" *\| ?")  # an exception group's left margin
+_CHAINED = (
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+)
+ESCAPE = "\\"
 _checker = doctest.OutputChecker()
 
 
@@ -43,6 +52,10 @@ class Example:
     source: str
     expected: str
     prompt_lines: list[str] = field(default_factory=list)
+    #: The expected output as the file has it (escapes included), and the blank lines and
+    #: comments after it: `updated` writes both back as they were.
+    output_lines: list[str] = field(default_factory=list)
+    trailer: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -63,14 +76,17 @@ class Transcript:
     def parse(cls, text: str, path: Path) -> Transcript:
         examples: list[Example] = []
         preamble: list[str] = []
+        body: list[tuple[int, str]] = []  # the current example's lines after its code
         current: Example | None = None
         in_code = False
         for number, line in enumerate(text.splitlines(), start=1):
             prompt = PROMPT.fullmatch(line)
             if prompt:
+                if current is not None:
+                    _finish(current, body, in_code, path)
                 current = Example(number, prompt["code"] or "", "", [line])
                 examples.append(current)
-                in_code = True
+                body, in_code = [], True
                 continue
             if current is None:
                 if line.strip() and not line.startswith("#"):
@@ -95,15 +111,62 @@ class Transcript:
             if in_code:
                 in_code = False
                 _check_complete(current, path)
-            current.expected += line + "\n"
-        if current is not None and in_code:
-            _check_complete(current, path)
+            body.append((number, line))
+        if current is not None:
+            _finish(current, body, in_code, path)
         if not examples:
             raise TranscriptError(f"{path}: no prompt lines (lines starting with 'pinrepl > ')")
-        for example in examples:  # blank lines between examples are not output
-            example.expected = example.expected.rstrip("\n") + "\n" if example.expected.strip() \
-                else ""
         return cls(path, examples, preamble)
+
+
+def _finish(example: Example, body: list[tuple[int, str]], in_code: bool, path: Path) -> None:
+    """Split the lines after `example`'s code into its expected output and the blank
+    lines and comments that follow it."""
+    if in_code:
+        _check_complete(example, path)
+    end = len(body)
+    for index, (_number, line) in enumerate(body):
+        if line.startswith("#") and index > 0 and not body[index - 1][1].strip():
+            end = index  # a comment, up to the next prompt
+            for later, text in body[index:]:
+                if text.strip() and not text.startswith("#"):
+                    raise TranscriptError(
+                        f"{path}:{later}: output after a comment (a '#' line after a blank "
+                        "line is a comment up to the next prompt; write '\\#' for output "
+                        "that starts with '#')"
+                    )
+            break
+    while end > 0 and not body[end - 1][1].strip():
+        end -= 1  # blank lines between examples are not output
+    example.output_lines = [line for _number, line in body[:end]]
+    example.trailer = [line for _number, line in body[end:]]
+    example.expected = "".join(
+        (line[1:] if line.startswith(ESCAPE) else line) + "\n" for line in example.output_lines
+    )
+
+
+def escaped(output: str) -> list[str]:
+    """The lines of `output` as a transcript holds them: a backslash before each line
+    that would otherwise read as a prompt, a continuation or a comment (or that starts
+    with a backslash itself)."""
+    lines = _trimmed(output).splitlines()
+    return [
+        ESCAPE + line if (
+            line.startswith(ESCAPE)
+            or PROMPT.fullmatch(line)
+            or (index == 0 and line.startswith("..."))
+            or (line.startswith("#") and index > 0 and not lines[index - 1].strip())
+        ) else line
+        for index, line in enumerate(lines)
+    ]
+
+
+def _trimmed(output: str) -> str:
+    """`output` without trailing blank lines (they separate examples in a file)."""
+    lines = output.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "".join(line + "\n" for line in lines)
 
 
 def _open_block(source: str) -> bool:
@@ -164,15 +227,25 @@ def matches(expected: str, actual: str) -> bool:
 
 
 def _split_traceback(text: str) -> tuple[str, str | None]:
-    """(output before a traceback, the traceback's exception lines or None)."""
-    head, found, tail = text.partition(TRACEBACK + "\n")
-    if not found:
+    """(output before a traceback, the traceback's exception lines or None). The
+    exception lines are those of the last exception of a chain, with the messages and
+    notes of an exception group's members, without the group's margins."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if TRACEBACK.fullmatch(line.rstrip())),
+                 None)
+    if start is None:
         return text, None
-    exception = [
-        line for line in tail.splitlines()
-        if line and not line[0].isspace() and line != "..."
-    ]
-    return head, "\n".join(exception) + "\n"
+    exception: list[str] = []
+    for line in lines[start:]:
+        margin = _MARGIN.match(line)
+        content = line[margin.end():] if margin else line
+        content = content.rstrip("\n")
+        if content in _CHAINED and not margin:
+            exception.clear()
+        elif content and not content[0].isspace() and content != "..." \
+                and not TRACEBACK.fullmatch(content):
+            exception.append(content + "\n")
+    return "".join(lines[:start]), "".join(exception)
 
 
 async def replay(transcript: Transcript, app: App, sandbox: bool = True) -> list[Outcome]:
@@ -204,9 +277,8 @@ async def _replay(transcript: Transcript, app: App) -> list[Outcome]:
                 try:
                     await evaluator.run(example.source, lambda v: print(repr(v)))
                 except Exception as exc:
-                    print(TRACEBACK, "  ...", sep="\n")
-                    print("".join(traceback.format_exception_only(exc)), end="")
-            outcomes.append(Outcome(example, captured.getvalue()))
+                    print(format_exception(exc, elide_frames=True), end="")
+            outcomes.append(Outcome(example, _trimmed(captured.getvalue())))
     return outcomes
 
 
@@ -229,13 +301,14 @@ def _capture(output: io.StringIO) -> Iterator[None]:
 
 
 def updated(transcript: Transcript, outcomes: list[Outcome]) -> str:
-    """The transcript's text with each failing example's expected output replaced."""
-    blocks = []
+    """The transcript's text with each failing example's expected output replaced by what
+    it printed (escaped: see `escaped`); everything else is kept as it was."""
+    lines = list(transcript.preamble)
     for outcome in outcomes:
-        output = outcome.example.expected if outcome.passed else outcome.actual
-        blocks.append("\n".join([*outcome.example.prompt_lines, *output.rstrip().splitlines()]))
-    preamble = "".join(line + "\n" for line in transcript.preamble)
-    return preamble + "\n\n".join(blocks) + "\n"
+        example = outcome.example
+        output = example.output_lines if outcome.passed else escaped(outcome.actual)
+        lines += [*example.prompt_lines, *output, *example.trailer]
+    return "".join(line + "\n" for line in lines)
 
 
 async def create_test_database(settings: Settings) -> Settings:

@@ -3,20 +3,16 @@ and non-interactive through the same evaluator."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import sys
 import time
-from contextlib import closing, suppress
+from contextlib import closing
 
-import pexpect
 import pytest
 
 from pinrepl.console.repl import shown_url
 
-from ..conftest import clean_env, run_cli, write_demo_app
-
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|[\r\x08]")
+from ..conftest import run_cli, write_demo_app
+from .terminal import Repl
 
 JOBS = {
     "hello.py": """
@@ -52,49 +48,6 @@ JOBS = {
 @pytest.fixture
 def app(tmp_path):
     return write_demo_app(tmp_path / "app", JOBS)
-
-
-def env_for(home):
-    env = clean_env(TERM="dumb", HOME=str(home))
-    env.pop("XDG_STATE_HOME", None)
-    return env
-
-
-class Repl:
-    """`pinrepl repl` in a pseudo-terminal; `expect` reads the screen text without escapes."""
-
-    def __init__(self, root, home, *args):
-        self.child = pexpect.spawn(
-            sys.executable, ["-m", "pinrepl", "repl", *args], cwd=str(root), env=env_for(home),
-            encoding="utf-8", timeout=20, dimensions=(40, 200),
-        )
-        self.raw = ""
-        self.position = 0
-
-    def expect(self, text, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            plain = ANSI.sub("", self.raw)
-            found = plain.find(text, self.position)
-            if found >= 0:
-                self.position = found + len(text)
-                return plain
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not seen; screen so far:\n{plain[-2000:]}")
-            with suppress(pexpect.TIMEOUT):
-                self.raw += self.child.read_nonblocking(4096, timeout=0.1)
-
-    def run(self, line, *expected):
-        self.child.sendline(line)
-        for text in expected:
-            self.expect(text)
-
-    def quit(self):
-        time.sleep(0.3)
-        self.child.sendcontrol("d")
-        self.child.expect(pexpect.EOF, timeout=10)
-        self.child.close()
-        return self.child.exitstatus
 
 
 def test_top_level_await_runs_a_job_and_its_output_shows(app, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from pinrepl import App, TranscriptError
 from pinrepl.console.transcripts import Transcript, matches, replay, updated
 
-from ..conftest import REPO, clean_env, run_cli, write_app
+from ..conftest import REPO, clean_env, invoke, run_cli, write_app, write_example_app
 
 JOB = """
 from pinrepl import BackgroundJob
@@ -196,3 +196,92 @@ def test_example_transcripts_exist_for_each_seed_example():
     text = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.transcript"))
     for job in ("send-newsletter", "deliver-notifications", "send-email", "risky-operation"):
         assert f"runBackgroundJob('{job}'" in text or f"run_background_job('{job}'" in text
+
+
+# -- exception groups, escapes and comments ---------------------------------------------------
+
+PICKY = """
+from pinrepl import BackgroundJob
+
+class Picky(BackgroundJob):
+    multi_tenant = True
+
+    async def run(self):
+        if self.tenant.name == "globex":
+            raise ValueError(f"no {self.tenant.name} today")
+        print(f"ok {self.tenant.name}")
+"""
+
+
+def test_a_transcript_matches_the_members_of_an_exception_group(tmp_path):
+    root = write_example_app(tmp_path / "app", {"picky.py": PICKY}, demo=False)
+    path = root / "group.transcript"
+    path.write_text(
+        "pinrepl > await runBackgroundJob('picky')\n"
+        "ok acme\nok initech\n"
+        "Traceback (most recent call last):\n  ...\n"
+        "pinrepl.errors.BackgroundJobFailed: ...\n"
+        "ValueError: no globex today\n"
+        "in background job 'picky' for tenant 2 (globex)\n"
+    )
+    assert invoke("transcript", path).exit_code == 0
+    path.write_text(path.read_text().replace("no globex", "no acme"))
+    failed = invoke("transcript", path)
+    assert failed.exit_code == 1
+    assert "-ValueError: no acme today" in failed.stderr
+    assert "+    | ValueError: no globex today" in failed.stderr
+    assert invoke("transcript", "--update", path).exit_code == 0
+    assert "    | ValueError: no globex today\n" in path.read_text()
+    assert invoke("transcript", path).exit_code == 0
+
+
+TRICKY = (
+    "print('... reads like a continuation\\npinrepl > reads like a prompt\\n"
+    "\\\\ starts with a backslash\\n\\n# follows a blank line\\n#\\n')"
+)
+
+
+def test_update_escapes_output_that_would_read_as_something_else(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    path = root / "tricky.transcript"
+    path.write_text(f"pinrepl > {TRICKY}\nwrong\n\npinrepl > 1 + 1\n2\n")
+    assert invoke("transcript", "--database", "app", "--update", path).exit_code == 0
+    assert path.read_text() == (
+        f"pinrepl > {TRICKY}\n"
+        "\\... reads like a continuation\n"
+        "\\pinrepl > reads like a prompt\n"
+        "\\\\ starts with a backslash\n"
+        "\n"
+        "\\# follows a blank line\n"
+        "#\n"
+        "\n"
+        "pinrepl > 1 + 1\n2\n"
+    )
+    replayed = invoke("transcript", "--database", "app", path)
+    assert (replayed.exit_code, replayed.stdout) == (0, f"{path}: 2 of 2 examples passed\n")
+
+
+def test_a_hash_line_after_a_blank_line_is_a_comment(tmp_path):
+    root = write_app(tmp_path / "app", {"greet.py": JOB})
+    path = root / "commented.transcript"
+    path.write_text(
+        "# Arithmetic.\n"
+        "pinrepl > 1 + 1\n2\n\n"
+        "# The next example\n# has a two-line comment.\n\n"
+        "pinrepl > 2 + 2\n5\n"
+    )
+    assert invoke("transcript", "--database", "app", path).stdout.endswith(
+        "1 of 2 examples passed\n")
+    assert invoke("transcript", "--database", "app", "--update", path).exit_code == 0
+    assert path.read_text() == (
+        "# Arithmetic.\n"
+        "pinrepl > 1 + 1\n2\n\n"
+        "# The next example\n# has a two-line comment.\n\n"
+        "pinrepl > 2 + 2\n4\n"
+    )
+
+
+def test_output_after_a_comment_is_an_error_naming_the_line():
+    with pytest.raises(TranscriptError) as error:
+        parse("pinrepl > 1\n1\n\n# a comment\nstray output\npinrepl > 2\n2\n")
+    assert str(error.value).startswith("t.transcript:5: output after a comment")

@@ -1,0 +1,122 @@
+"""What the REPL's namespace offers beyond running jobs: the app's model classes, `echo`,
+tab completion of job names, a readable `jobs['name']`, and a broken models file reported
+once while the jobs that need no models stay usable."""
+
+from __future__ import annotations
+
+import time
+
+from ..conftest import invoke, write_app, write_example_app
+from .terminal import Repl
+
+HELLO = """
+    from pinrepl import BackgroundJob
+
+    class Hello(BackgroundJob):
+        async def run(self, name="world"):
+            print(f"hello {name}")
+"""
+
+GREET = """
+    from pinrepl import BackgroundJob
+
+    class Greet(BackgroundJob):
+        multi_tenant = True
+        tenant_concurrency = 2
+
+        def meta(self):
+            self.schedule("0 9 * * 1", "weekly", timezone="Europe/Paris")
+
+        async def run(self, kind, *, loud=False):
+            print(kind)
+"""
+
+
+def test_the_models_are_in_the_namespace_once_loaded_in_the_background(tmp_path):
+    slow = HELLO + "\n    import time\n    time.sleep(2)  # a slow import: the loader is busy\n"
+    app = write_example_app(tmp_path / "app", {"slow.py": slow})
+    repl = Repl(app, tmp_path)
+    repl.expect("the app's models by class name")
+    repl.expect("pinrepl >")
+    repl.run("import sys; 'sqlalchemy' in sys.modules", "False")  # the prompt came first
+    repl.expect("1 job loaded: slow")
+    repl.expect("models: ")
+    repl.expect("Notification")
+    repl.run("User, Notification, Tenant",
+             "(<class 'models.User'>, <class 'models.Notification'>, "
+             "<class 'pinrepl.db.models.Tenant'>)")
+    repl.run("await database.users.where(User.email.like('%@acme.example')).count()", "3")
+    assert repl.quit() == 0
+
+
+def test_echo_prints_the_sql_that_runs(tmp_path):
+    app = write_example_app(tmp_path / "app", {"hello.py": HELLO})
+    result = invoke("repl", "--app", app, "--echo", "-e",
+                    "await database.users.where(name='Alice').count()")
+    assert result.stdout.endswith(
+        "SELECT count(*) AS count_1\nFROM users\nWHERE users.name = ?\n"
+        "-- parameters: ('Alice',)\n1\n"
+    )
+    toggled = invoke("repl", "--app", app, "-e",
+                     "await database.users.count()\necho(True)\nawait database.users.count()\n"
+                     "echo(False)\nawait database.users.count()")
+    assert toggled.stdout == "6\nBEGIN\nSELECT count(*) AS count_1\nFROM users\n6\n6\n"
+
+
+def test_tab_completes_job_names(tmp_path):
+    app = write_example_app(tmp_path / "app", {"hello.py": HELLO, "greet.py": GREET},
+                            demo=False)
+    repl = Repl(app, tmp_path)
+    repl.expect("2 jobs loaded")
+    time.sleep(0.3)
+    repl.child.send("await runBackgroundJob('he")
+    repl.child.send("\t")
+    time.sleep(0.5)
+    repl.run("', 'tab')", "hello tab")
+    repl.child.send("jobs['gr")
+    repl.child.send("\t")
+    time.sleep(0.5)
+    repl.run("'].name", "'greet'")
+    repl.settle(1)  # jedi, completing `.name` as it was typed, may still be busy
+    assert repl.quit() == 0
+
+
+def test_a_job_shows_as_a_readable_summary(tmp_path):
+    app = write_example_app(tmp_path / "app", {"greet.py": GREET}, demo=False)
+    result = invoke("repl", "--app", app, "-e", "jobs['greet']\njobs")
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"background job 'greet' ({app / 'jobs' / 'greet.py'})",
+                         "  run(kind, *, loud=False)"]
+    assert lines[2].startswith("  schedule 0 9 * * 1 with ('weekly'), next ")
+    assert lines[2].endswith(("CET", "CEST"))
+    assert lines[3:] == ["  multi-tenant, 2 tenants at a time",
+                         f"1 background job in {app / 'jobs'}:",
+                         "  greet  0 9 * * 1  multi-tenant"]
+
+
+BROKEN_MODELS = """
+    from pinrepl import Model
+
+    class User(Model):
+        __tablename__ = "users"
+        id = undefined_name
+"""
+
+
+def test_a_broken_models_file_is_reported_once_and_jobs_stay_usable(tmp_path):
+    app = write_app(tmp_path / "app", {"hello.py": HELLO}, models=BROKEN_MODELS)
+    problem = f"{app / 'models.py'}:6: NameError: name 'undefined_name' is not defined"
+    repl = Repl(app, tmp_path)
+    loaded = repl.expect("1 job loaded: hello")
+    loaded += repl.expect(f"load error: {problem}")
+    repl.run("jobs.names", "['hello']")
+    repl.run("await runBackgroundJob('hello')", "hello world")
+    first = repl.run("database.users", f"ConfigError: {problem}")
+    second = repl.run("database.users", f"ConfigError: {problem}")
+    for shown in (first, second):  # the same one frame each time, not a growing traceback
+        assert shown[shown.index("Traceback"):] == (
+            'Traceback (most recent call last):\n  File "<stdin>", line 1, in <module>\n'
+            f"pinrepl.errors.ConfigError: {problem}"
+        )
+    assert repl.quit() == 0
+    assert repl.raw.count("load error:") == 1
