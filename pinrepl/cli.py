@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Iterator
@@ -23,8 +24,15 @@ import click
 from . import __version__
 from .app import App
 from .bot.status import STATUSES
-from .errors import BackgroundJobFailed, ConfigError, DatabaseUnavailable, PinreplError
-from .jobs import JOB_NAME, job_name_of
+from .errors import (
+    BackgroundJobFailed,
+    BadJobArguments,
+    ConfigError,
+    DatabaseUnavailable,
+    JobDefinitionError,
+    PinreplError,
+)
+from .jobs import job_name_of
 from .settings import Settings, find_app
 
 
@@ -134,10 +142,11 @@ class _FanOutReport:
         )
 
 
-def _environment_error(exc: BaseException) -> bool:
-    """A bad setting or an unusable database is the app's environment at fault, wherever
-    it surfaced: one line, exit 2. Anything else raised while a job runs is its failure."""
-    return isinstance(exc, ConfigError | DatabaseUnavailable)
+def _not_the_runs_fault(exc: BaseException) -> bool:
+    """A bad setting, an unusable database or a job definition pinrepl cannot use is not a
+    failure of the run, wherever it surfaced: one line, exit 2. Anything else raised while
+    a job runs is its failure."""
+    return isinstance(exc, ConfigError | DatabaseUnavailable | JobDefinitionError)
 
 
 def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -145,7 +154,7 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'--kwarg'")
+            raise BadJobArguments(f"--kwarg {pair!r} is not KEY=VALUE (KEY a Python name)")
         kwargs[key] = value
     return kwargs
 
@@ -180,28 +189,13 @@ async def _run_background_job(
 ) -> int:
     async with App(Settings.load(app_dir)) as app:
         # Resolving the job, its arguments and its tenants: a mistake is one line, exit 2.
-        try:
-            prepared = await app.runner.prepare(name, args, kwargs, tenants=tenants or None)
-        except PinreplError:
-            raise
-        except Exception as filter_error:  # the job's own tenants_filter failed
-            traceback.print_exception(filter_error)
-            return 1
+        prepared = await app.runner.prepare(name, args, kwargs, tenants=tenants or None)
         report = _FanOutReport()
         try:
             await app.runner.execute(prepared, report)
-        except BackgroundJobFailed as group:
-            report.close()
-            for failure in group.exceptions:
-                traceback.print_exception(failure)
-            click.echo(report.summary(), err=True)
-            return 1
         except Exception as exc:
-            if _environment_error(exc):
-                raise
             report.close()
-            traceback.print_exception(exc)
-            return 1
+            return _run_failed(exc, report)
         finally:
             report.close()
         if report.started:
@@ -210,6 +204,21 @@ async def _run_background_job(
             else:
                 click.echo(report.summary(), err=True)
     return 0
+
+
+def _run_failed(exc: Exception, report: _FanOutReport) -> int:
+    """Show a run's failure (exit 1): its traceback, or for the fan-out the CLI ran, each
+    failed tenant's and the summary. What is not the run's fault is re-raised (one line)."""
+    fan_out = isinstance(exc, BackgroundJobFailed) and report.started
+    failures = list(exc.exceptions) if isinstance(exc, BackgroundJobFailed) and fan_out \
+        else [exc]
+    if all(_not_the_runs_fault(failure) for failure in failures):
+        raise failures[0]
+    for failure in failures:
+        traceback.print_exception(failure)
+    if fan_out:
+        click.echo(report.summary(), err=True)
+    return 1
 
 
 # -- list-background-jobs ----------------------------------------------------------------
@@ -227,6 +236,8 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
         registry = App(settings).jobs
     except PinreplError as exc:
         fail(str(exc))
+    if not settings.jobs_dir.is_dir():
+        fail(f"no jobs folder at {settings.jobs_dir} (the app folder is {settings.root})")
     now = datetime.now(UTC)
     last_runs = _last_runs(settings)
     rows: list[dict[str, Any]] = []
@@ -296,6 +307,10 @@ def _last_runs(settings: Settings) -> dict[str, Any]:
 
 # -- generate-background-job --------------------------------------------------------------
 
+#: A name for a new job: every part (folder or file) a module name once dashes are turned to
+#: underscores, so the file imports and its class name is an identifier.
+NEW_JOB_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:/[a-z][a-z0-9]*(?:-[a-z0-9]+)*)*")
+
 TEMPLATE = '''\
 from pinrepl import BackgroundJob
 
@@ -313,28 +328,32 @@ class {class_name}(BackgroundJob):
 @click.option("--name", required=True, help="The new job's name, e.g. reports/daily-summary.")
 @app_option
 def generate_background_job(name: str, app_dir: Path | None) -> None:
-    """Write jobs/<snake_name>.py from a template with a schedule and a run()."""
+    """Write jobs/<snake_name>.py from a template with a schedule and a run().
+
+    NAME is the job's name or its file's (weekly-report or weekly_report)."""
     try:
         settings = Settings.load(app_dir)
     except PinreplError as exc:
         fail(str(exc))
-    if not JOB_NAME.fullmatch(name):
+    job = name.replace("_", "-")
+    if not NEW_JOB_NAME.fullmatch(job):
         fail(
-            f"{name!r} is not a job name: use lowercase letters, digits and dashes, "
-            "with '/' between folders (e.g. reports/daily-summary)"
+            f"{name!r} is not a job name: use lowercase letters, digits and dashes (or "
+            "underscores), each part starting with a letter, with '/' between folders "
+            "(e.g. reports/daily-summary)"
         )
     jobs_dir = settings.jobs_dir
-    path = jobs_dir / (name.replace("-", "_") + ".py")
+    path = jobs_dir / (job.replace("-", "_") + ".py")
     taken = [
         p for p in (jobs_dir.rglob("*.py") if jobs_dir.is_dir() else ())
-        if job_name_of(jobs_dir, p) == name
+        if job_name_of(jobs_dir, p) == job
     ]
     if taken or path.exists():
-        fail(f"job {name!r} exists already: {(taken or [path])[0]}")
-    class_name = "".join(part.capitalize() for part in name.split("/")[-1].split("-"))
+        fail(f"job {job!r} exists already: {(taken or [path])[0]}")
+    class_name = "".join(part.capitalize() for part in job.split("/")[-1].split("-"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATE.format(class_name=class_name, name=name), encoding="utf-8")
-    click.echo(f"created {path}")
+    path.write_text(TEMPLATE.format(class_name=class_name, name=job), encoding="utf-8")
+    click.echo(f"created job {job!r} in {path}")
 
 
 # -- init-database -------------------------------------------------------------------------

@@ -196,7 +196,10 @@ class JobRegistry:
             return self._jobs[name]
         except KeyError:
             if name in self._broken:
-                raise self._broken[name][0] from None
+                # A fresh error each time: raising the stored one would grow its notes and
+                # traceback with every run that meets it.
+                error = self._broken[name][0]
+                raise JobLoadError(error.path, error.message) from None
             hint = "" if self.root.is_dir() else f"; there is no jobs folder at {self.root}"
             raise UnknownBackgroundJob(name, self.names, hint) from None
 

@@ -2,11 +2,11 @@
 one run per tenant, and which tenants a run covers.
 
 A run has two phases. `prepare` resolves what the caller asked for (the job, its arguments,
-its tenants: chosen by the caller or by the job's `tenants_filter`) and raises the caller's
-mistakes; `execute` runs it, and whatever it raises is the job's failure. Every run gets
-its own `Workspace`, torn down in a `finally`. A failing run's exception reaches the caller
-with a note naming the job (and tenant). A fan-out runs every tenant even when some fail,
-then raises `BackgroundJobFailed`.
+the tenants the caller chose) and raises the caller's mistakes; `execute` runs the job's
+code (its `tenants_filter`, then `run()`), and whatever it raises is the job's failure.
+Every run gets its own `Workspace`, torn down in a `finally`. A failing run's exception
+reaches the caller with a note naming the job (and tenant). A fan-out runs every tenant
+even when some fail, then raises `BackgroundJobFailed`.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ MAX_TENANT_ID = 2**31 - 1
 @dataclass(frozen=True)
 class Prepared:
     """A run resolved and ready: the job, its arguments, and its tenants. `tenants` is
-    None for one run in `tenant` (or in none), else a list for a fan-out over those."""
+    None for one run in `tenant` (or in none), else a list for a fan-out over those; with
+    `select`, a fan-out over the tenants the job's `tenants_filter` selects when it runs."""
 
     spec: JobSpec
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     tenant: Tenant | None = None
     tenants: list[Tenant] | None = None
+    select: bool = False
 
 
 class Runner:
@@ -78,8 +80,8 @@ class Runner:
         caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
     ) -> Prepared:
         """Resolve a run; raises `UnknownBackgroundJob`, `JobLoadError`, `BadJobArguments`,
-        `UnknownTenant` or `TenantViolation` for what the caller got wrong, and what the
-        job's `tenants_filter` raises."""
+        `UnknownTenant` or `TenantViolation` for what the caller got wrong. No code of the
+        job runs here (its `tenants_filter` runs with it, in `execute`)."""
         spec = self.jobs.get(name)
         check_arguments(spec, args, kwargs)
         chosen = None if tenants is None else await self.resolve_tenants(tenants)
@@ -93,9 +95,8 @@ class Runner:
                         f"{tenant.name!r}"
                     )
             return Prepared(spec, args, kwargs, tenant=inherited)
-        if chosen is None and spec.multi_tenant:
-            chosen = await self.select_tenants(spec)
-        return Prepared(spec, args, kwargs, tenants=chosen)
+        return Prepared(spec, args, kwargs, tenants=chosen,
+                        select=chosen is None and spec.multi_tenant)
 
     async def resolve_tenants(self, refs: Iterable[Any]) -> list[Tenant]:
         """Tenant rows for `refs` (rows, ids or names), each once, in the order given."""
@@ -113,11 +114,14 @@ class Runner:
     # -- phase 2: running it --------------------------------------------------------------
 
     async def execute(self, prepared: Prepared, progress: Progress | None = None) -> None:
+        """Run what `prepare` resolved: whatever this raises is the job's failure (or the
+        environment's: a setting, the database)."""
         p = prepared
-        if p.tenants is None:
+        tenants = await self.select_tenants(p.spec) if p.select else p.tenants
+        if tenants is None:
             await self.run_once(p.spec, p.args, p.kwargs, p.tenant)
         else:
-            await self.fan_out(p.spec, p.args, p.kwargs, p.tenants, progress)
+            await self.fan_out(p.spec, p.args, p.kwargs, tenants, progress)
 
     async def run_once(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],

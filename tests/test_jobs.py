@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import traceback
 
 import pytest
 
 from pinrepl import App, JobLoadError, UnknownBackgroundJob
-
-from .conftest import run_cli
 
 GOOD = """
 from pinrepl import BackgroundJob
@@ -49,16 +47,15 @@ def test_meta_schedules_and_custom_attributes(make_app):
     assert spec.multi_tenant is False
 
 
-def test_job_may_import_a_helper_relatively(make_app):
+async def test_job_may_import_a_helper_relatively(make_app, capsys):
     root = make_app({
         "_helpers.py": "GREETING = 'hi from helper'\n",
         "greet.py": "from pinrepl import BackgroundJob\nfrom ._helpers import GREETING\n\n"
                     "class Greet(BackgroundJob):\n    async def run(self):\n"
                     "        print(GREETING)\n",
     })
-    result = run_cli("run-background-job", "--name", "greet", cwd=root)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "hi from helper\n"
+    await App.open(root).run_background_job("greet")
+    assert capsys.readouterr().out == "hi from helper\n"
 
 
 BROKEN = {
@@ -75,6 +72,9 @@ BROKEN = {
     "seven_fields.py": "from pinrepl import BackgroundJob\n\nclass C(BackgroundJob):\n"
                        "    def meta(self):\n        self.schedule('0 0 0 * * * 2030')\n"
                        "    async def run(self):\n        pass\n",
+    "never.py": "from pinrepl import BackgroundJob\n\nclass C(BackgroundJob):\n"
+                "    def meta(self):\n        self.schedule('0 0 31 2 *')\n"
+                "    async def run(self):\n        pass\n",
     "same_name.py": job(),
     "same-name.py": job(),
 }
@@ -88,6 +88,7 @@ EXPECTED_ERRORS = {
     "no-run": "N defines no run()",
     "bad-cron": "invalid cron '61 * * * *'",
     "seven-fields": "invalid cron '0 0 0 * * * 2030': expected 5 fields, or 6",
+    "never": "invalid cron '0 0 31 2 *': never fires",
     "same-name": "job name 'same-name' is taken by several files",
 }
 
@@ -113,31 +114,17 @@ def test_running_a_broken_job_raises_its_load_error(make_app):
         registry.get("god")
 
 
-def test_cli_lists_jobs_and_load_errors(make_app):
-    root = make_app({"good.py": GOOD, "syntax.py": "def oops(:\n"}, pyproject="""
-        [tool.pinrepl]
-        timezone = "Europe/Paris"
-    """)
-    result = run_cli("list-background-jobs", "--json", cwd=root)
-    assert result.returncode == 1  # a load error is a problem an ops script must see
-    listing = json.loads(result.stdout)
-    assert listing["timezone"] == "Europe/Paris"
-    (good,) = listing["jobs"]
-    assert good["name"] == "good"
-    assert good["schedules"] == ["0 * * * *", "30 0 12 * * 1"]
-    assert good["next_run"].endswith("+01:00")  # Paris in winter
-    assert listing["errors"] == [
-        {"file": "jobs/syntax.py", "error": "SyntaxError: invalid syntax (line 1)"}
-    ]
-    table = run_cli("list-background-jobs", cwd=root)
-    assert "good" in table.stdout and "0 * * * *" in table.stdout and "CET" in table.stdout
-    assert "load error: jobs/syntax.py: SyntaxError" in table.stderr
-
-
-def test_cli_list_with_no_errors_exits_0(make_app):
-    result = run_cli("list-background-jobs", "--json", cwd=make_app({"good.py": GOOD}))
-    assert result.returncode == 0
-    assert json.loads(result.stdout)["errors"] == []
+async def test_a_load_error_is_raised_afresh_each_time(make_app):
+    """The stored error does not grow notes or traceback frames with each run."""
+    app = App.open(make_app({"broken.py": "def oops(:\n", "calls_broken.py": job(
+        "await self.run_background_job('broken')", cls="CallsBroken")}))
+    raised = []
+    for _ in range(3):
+        with pytest.raises(JobLoadError) as error:
+            await app.run_background_job("calls-broken")
+        raised.append(error.value)
+    assert [e.__notes__ for e in raised] == [["in background job 'calls-broken'"]] * 3
+    assert len({len(traceback.format_exception(e)) for e in raised}) == 1
 
 
 def test_reload_sees_new_changed_and_deleted_files(make_app):
