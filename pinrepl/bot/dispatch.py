@@ -136,14 +136,16 @@ class Dispatcher:
     def start(self) -> None:
         self._serving = asyncio.create_task(self._serve())
 
-    async def stop_claiming(self) -> None:
-        """Claim nothing more; the runs claimed but not started are recorded `cancelled`."""
+    async def stop_claiming(self, within: float = 5.0) -> None:
+        """Claim nothing more; the runs claimed but not started are recorded `cancelled`.
+        A claim under way gets `within` seconds to return (a database that hangs)."""
         if not self._claiming:
             return
         self._claiming = False
         self._wake.set()
         if self._serving is not None:
-            await self._serving
+            await asyncio.wait({self._serving}, timeout=within)
+            self._serving.cancel()
         for work in self._pending:
             for run_id, tenant in work.queued:
                 self._ended(work, run_id, tenant, "cancelled", "cancelled: the bot stopped")
