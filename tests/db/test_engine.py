@@ -19,21 +19,23 @@ WRITER = {"add_tenant.py": """
 
 
 async def test_a_sandbox_is_a_scope_rolled_back_at_its_end(example_app):
-    async with example_app.sandbox():
-        async with example_app.workspace() as workspace:
-            await workspace.database.tenants.insert(name="sandboxed")
-            assert await workspace.database.tenants.where(name="sandboxed").exists()
+    async with example_app.sandbox(), example_app.workspace() as workspace:
+        await workspace.database.tenants.insert(name="sandboxed")
+        assert await workspace.database.tenants.where(name="sandboxed").exists()
     async with example_app.sandbox(), example_app.workspace() as again:
         assert not await again.database.tenants.where(name="sandboxed").exists()
     assert not example_app.sandboxed
 
 
 async def test_a_job_run_inside_the_sandboxs_open_transaction_fails_clearly(example_app):
-    async with example_app.sandbox(), example_app.workspace() as workspace:
-        async with workspace.database.transaction():
-            await workspace.database.tenants.insert(name="held")
-            with pytest.raises(SandboxBusy, match=r"held by an open transaction"):
-                await workspace.run_background_job("maintenance")  # a job that writes
+    async with (
+        example_app.sandbox(),
+        example_app.workspace() as workspace,
+        workspace.database.transaction(),
+    ):
+        await workspace.database.tenants.insert(name="held")
+        with pytest.raises(SandboxBusy, match=r"held by an open transaction"):
+            await workspace.run_background_job("maintenance")  # a job that writes
 
 
 async def test_a_job_waiting_on_the_callers_transaction_gives_up_clearly(tmp_path, database_url):
