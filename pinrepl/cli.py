@@ -94,7 +94,23 @@ def command(func: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """pinrepl's commands: a usage error (an unknown option, a bad value, a missing
+    argument) is one line naming what was wrong, exit 2, as every user error is."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            see = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            fail(f"{exc.format_message()}{see}", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("interrupted", 130)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pinrepl")
 def cli() -> None:
     """Named background jobs for Python apps, and the async REPL that drives them."""

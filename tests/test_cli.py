@@ -838,3 +838,14 @@ def test_a_transcript_replays_against_the_nearest_app_above_it(app, tmp_path, mo
     monkeypatch.chdir(elsewhere)
     result = invoke("transcript", *files)
     assert (result.exit_code, result.stderr) == (0, ""), result.output
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["nosuch"], "No such command 'nosuch'. (see: pinrepl --help)"),
+    (["run-background-job", "--bogus"],
+     "No such option '--bogus'. (see: pinrepl run-background-job --help)"),
+    (["run-background-job"],
+     "Missing option '--name'. (see: pinrepl run-background-job --help)"),
+])
+def test_click_usage_errors_are_one_line_too(args, expected):
+    assert one_line(invoke(*args)) == expected
