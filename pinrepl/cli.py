@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -98,9 +98,12 @@ class _Commands(click.Group):
     """pinrepl's commands: a usage error (an unknown option, a bad value, a missing
     argument) is one line naming what was wrong, exit 2, as every user error is."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             see = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             fail(f"{exc.format_message()}{see}", exc.exit_code)
