@@ -19,6 +19,7 @@ from sqlalchemy.orm import attributes
 
 from ..errors import TenantViolation, UnknownColumn, UnknownTable, suggest
 from .models import DATABASE_KEY, Model, Tenant
+from .scope import FACADE, tenant_filter
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -239,11 +240,14 @@ class Query:
     def offset(self, count: int) -> Query:
         return self._with(offset=count)
 
+    def _where(self) -> tuple[Any, ...]:
+        return (*self._conditions, *tenant_filter(self.model, self._database.tenant_id))
+
     def _windowed(self) -> bool:
         return self._limit is not None or self._offset is not None
 
     def _select(self) -> Any:
-        statement = select(self.model).where(*self._conditions).order_by(*self._order)
+        statement = select(self.model).where(*self._where()).order_by(*self._order)
         if self._limit is not None:
             statement = statement.limit(self._limit)
         if self._offset is not None:
@@ -257,13 +261,14 @@ class Query:
 
     async def all(self) -> list[Any]:
         async def all_(session: AsyncSession) -> list[Any]:
-            return list((await session.scalars(self._select())).all())
+            return list((await session.scalars(self._select(), execution_options=FACADE)).all())
 
         return await self._database._run(all_, self.model.__tablename__)
 
     async def first(self) -> Any | None:
         async def first(session: AsyncSession) -> Any | None:
-            return (await session.scalars(self._select().limit(1))).first()
+            return (await session.scalars(self._select().limit(1), execution_options=FACADE)
+                    ).first()
 
         return await self._database._run(first, self.model.__tablename__)
 
@@ -271,10 +276,10 @@ class Query:
         if self._windowed():
             statement = select(func.count()).select_from(self._select().subquery())
         else:
-            statement = select(func.count()).select_from(self.model).where(*self._conditions)
+            statement = select(func.count()).select_from(self.model).where(*self._where())
 
         async def count(session: AsyncSession) -> int:
-            return int(await session.scalar(statement) or 0)
+            return int(await session.scalar(statement, execution_options=FACADE) or 0)
 
         return await self._database._run(count, self.model.__tablename__)
 
@@ -282,19 +287,19 @@ class Query:
         statement = select(exists(self._select()))
 
         async def exists_(session: AsyncSession) -> bool:
-            return bool(await session.scalar(statement))
+            return bool(await session.scalar(statement, execution_options=FACADE))
 
         return await self._database._run(exists_, self.model.__tablename__)
 
     async def update(self, **values: Any) -> int:
         """Set `values` on every selected row; returns how many rows changed."""
         self._database._check_values(self.model, values)
-        where = (self._keys(),) if self._windowed() or self._order else self._conditions
+        where = (self._keys(),) if self._windowed() or self._order else self._where()
         statement = sql_update(self.model).where(*where).values(**values)
 
         async def update(session: AsyncSession) -> int:
             result = await session.execute(
-                statement, execution_options={"synchronize_session": "fetch"}
+                statement, execution_options={"synchronize_session": "fetch", **FACADE}
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -303,12 +308,12 @@ class Query:
     async def delete(self) -> int:
         """Delete every selected row; returns how many rows went."""
         self._database._check_writable(self.model)
-        where = (self._keys(),) if self._windowed() or self._order else self._conditions
+        where = (self._keys(),) if self._windowed() or self._order else self._where()
         statement = sql_delete(self.model).where(*where)
 
         async def delete(session: AsyncSession) -> int:
             result = await session.execute(
-                statement, execution_options={"synchronize_session": "fetch"}
+                statement, execution_options={"synchronize_session": "fetch", **FACADE}
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
