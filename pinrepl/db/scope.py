@@ -49,13 +49,21 @@ class TenantSession(Session):
     def scope(session: Session, tenant_id: int | None, models: Iterable[type[Model]]) -> None:
         session.info[TENANT_KEY] = tenant_id
         if tenant_id is not None:
-            scoped = session.info[SCOPED_KEY] = scoped_models(models)
-            # Made once per session: building the options is most of what scoping costs.
-            session.info[CRITERIA_KEY] = (
-                *(with_loader_criteria(model, lambda cls: cls.tenant_id == tenant_id,
-                                       include_aliases=True) for model in scoped),
-                with_loader_criteria(Tenant, lambda cls: cls.id == tenant_id),
-            )
+            session.info[SCOPED_KEY] = scoped_models(models)
+
+
+def _criteria(session: Session, tenant_id: int) -> tuple[Any, ...]:
+    """The session's loader criteria, made on first need: building them is most of what
+    scoping costs, and a session used only through the facade never needs them."""
+    criteria = session.info.get(CRITERIA_KEY)
+    if criteria is None:
+        criteria = session.info[CRITERIA_KEY] = (
+            *(with_loader_criteria(model, lambda cls: cls.tenant_id == tenant_id,
+                                   include_aliases=True)
+              for model in session.info[SCOPED_KEY]),
+            with_loader_criteria(Tenant, lambda cls: cls.id == tenant_id),
+        )
+    return criteria
 
 
 def tenant_of(session: Session) -> int | None:
@@ -92,7 +100,7 @@ def _filter_to_tenant(state: ORMExecuteState) -> Result[Any] | None:
             return stamped
     if not (state.is_select or state.is_update or state.is_delete):
         return None
-    state.statement = state.statement.options(*state.session.info[CRITERIA_KEY])
+    state.statement = state.statement.options(*_criteria(state.session, tenant_id))
     return None
 
 
