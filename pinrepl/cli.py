@@ -23,7 +23,6 @@ import click
 
 from . import __version__
 from .app import App
-from .bot.status import STATUSES
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -34,6 +33,7 @@ from .errors import (
 )
 from .jobs import job_name_of
 from .settings import Settings, find_app
+from .statuses import STATUSES
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -306,8 +306,8 @@ def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
 def _last_runs(settings: Settings) -> dict[str, Any]:
     """Each job's last run by the bot; nothing when the database cannot say (none yet, no
     runs table, unreachable): the listing does not need a database."""
-    from .bot.history import last_runs  # SQLAlchemy loads only for the history
     from .bot.outage import DATABASE_ERRORS
+    from .db.runs import last_runs  # SQLAlchemy loads only for the history
 
     async def read() -> dict[str, Any]:
         async with App(settings) as app:
@@ -530,7 +530,7 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
 async def list_background_job_runs(name: str | None, status: str | None, limit: int,
                                    as_json: bool, app_dir: Path | None) -> None:
     """List the bot's runs, newest first (times in the app's timezone)."""
-    from .bot.history import list_runs, run_as_json, shown_args  # only this command needs them
+    from .db.runs import list_runs, run_as_json, shown_args  # only this command needs them
 
     async with App(Settings.load(app_dir)) as app:
         database = app.database()

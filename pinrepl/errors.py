@@ -35,6 +35,13 @@ class DatabaseUnavailable(PinreplError):
 class MissingTable(DatabaseUnavailable):
     """The database lacks a table the app needs: `pinrepl init-database` creates it."""
 
+    def __init__(self, tables: Sequence[str], why: str = "") -> None:
+        names = ", ".join(repr(name) for name in tables)
+        lacks = f"table {names}; create it" if len(tables) == 1 else \
+            f"tables {names}; create them"
+        super().__init__(f"{why}the database has no {lacks} with: pinrepl init-database")
+        self.tables = list(tables)
+
 
 class DatabaseReadOnly(DatabaseUnavailable):
     """The database refuses writes (a read-only file, a read-only server)."""

@@ -239,7 +239,5 @@ async def _find_tenant(database: Database, ref: Any) -> Tenant:
 
 async def _require_tenants_table(database: Database, job: str | None) -> None:
     if not await database.has_table("tenants"):
-        what = f"background job {job!r} is multi-tenant but" if job else "there are no tenants:"
-        raise NoTenantsTable(
-            f"{what} the database has no tenants table; create it with: pinrepl init-database"
-        )
+        why = f"background job {job!r} is multi-tenant but " if job else "there are no tenants: "
+        raise NoTenantsTable(["tenants"], why)

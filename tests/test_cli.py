@@ -450,8 +450,8 @@ def test_no_tenants_table(tmp_path):
     root = write_app(tmp_path / "bare", {"flaky.py": JOBS["flaky.py"]})
     sqlite3.connect(root / "pinrepl.db").close()
     assert one_line(run(root, "--name", "flaky")) == (
-        "background job 'flaky' is multi-tenant but the database has no tenants "
-        "table; create it with: pinrepl init-database"
+        "background job 'flaky' is multi-tenant but the database has no table 'tenants'; "
+        "create it with: pinrepl init-database"
     )
 
 

@@ -5,7 +5,7 @@
 which slots are due; `dispatch` claims runs within this bot's capacity and runs them
 through the app's runner; `results` writes their outcomes; `store` holds every statement
 on the bot's tables; `outage` tells a database that went away from other errors;
-`history` reads the runs back (the CLI, the REPL); `status` names the run statuses.
+the run history is read back by `db.runs`, and `statuses` names the run statuses.
 
 Importing this package is cheap; its modules load SQLAlchemy.
 """

@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..db import Tenant
+from ..db.runs import shown_args
 from ..errors import NoTenantsTable
 from ..jobs import JobSpec
 from ..runner import Runner
-from .history import shown_args
 from .outage import DATABASE_ERRORS, Outage
 from .plan import Fire, misfire_grace
 from .results import Results

@@ -83,10 +83,7 @@ class Store:
         await self._app_engine.check()
         missing = [t.name for t in (RUNS, BOTS) if not await self._app_engine.has_table(t.name)]
         if missing:
-            raise MissingTable(
-                f"the database has no table {', '.join(repr(n) for n in missing)}; "
-                "create it with: pinrepl init-database"
-            )
+            raise MissingTable(missing)
 
     # -- the bot itself --------------------------------------------------------------------
 

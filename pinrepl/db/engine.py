@@ -192,10 +192,7 @@ class Engine:
             except DBAPIError:
                 return None
             if missing:
-                return MissingTable(
-                    f"the database has no table {', '.join(repr(n) for n in missing)}; "
-                    "create it with: pinrepl init-database"
-                )
+                return MissingTable(missing)
         return None
 
     @asynccontextmanager

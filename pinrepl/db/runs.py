@@ -1,4 +1,4 @@
-"""Reading the bot's runs back: each job's last run, and the runs newest first (SPEC 7).
+"""The bot's run history read back: each job's last run, and the runs newest first (SPEC 7).
 
 Both read through a workspace's `database` facade, so they commit, take their turn in a
 sandbox and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from ..db import Database, Query
-from ..db.models import BackgroundJobRun
 from ..errors import MissingTable
-from .status import slot_status
+from ..statuses import slot_status
+from .facade import Database, Query
+from .models import BackgroundJobRun
 
 TABLE = BackgroundJobRun.__tablename__
 FIELDS = ("id", "job", "tenant_id", "args", "scheduled_for", "status", "bot", "started_at",
@@ -82,8 +82,7 @@ async def list_runs(database: Database, job: str | None = None, status: str | No
     """The runs, newest slot first, of `job` and with `status` if given.
     `MissingTable` when the database has no runs table."""
     if not await database.has_table(TABLE):
-        raise MissingTable(
-            f"the database has no table {TABLE!r}; create it with: pinrepl init-database")
+        raise MissingTable([TABLE])
     query: Query = database.background_job_runs
     if job is not None:
         query = query.where(job=job)
