@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
 from .jobs import JobRegistry, make_importable
 from .runner import Runner
 from .settings import Settings
@@ -42,8 +43,12 @@ class App:
 
     @property
     def jobs(self) -> JobRegistry:
-        """The job registry, discovered from the jobs folder on first use."""
+        """The job registry, discovered from the jobs folder on first use; `ConfigError`
+        when there is no jobs folder."""
         if self._jobs is None:
+            jobs_dir = self.settings.jobs_dir
+            if not jobs_dir.is_dir():
+                raise ConfigError(f"no jobs folder at {jobs_dir} (the app is {self.settings.root})")
             make_importable(self.settings.root)
             self._jobs = JobRegistry.discover(
                 self.settings.jobs_dir,

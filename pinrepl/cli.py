@@ -32,6 +32,7 @@ from .errors import (
     PinreplError,
 )
 from .jobs import job_name_of
+from .schedules import earliest, shown_time
 from .settings import Settings, find_app
 from .statuses import STATUSES
 
@@ -246,82 +247,70 @@ def _run_failed(exc: Exception, report: _FanOutReport) -> int:
 @cli.command("list-background-jobs")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @app_option
-def list_background_jobs(as_json: bool, app_dir: Path | None) -> None:
-    """List the jobs: schedules, next run in the app's timezone, tenancy, load errors.
+@command
+async def list_background_jobs(as_json: bool, app_dir: Path | None) -> int:
+    """List the jobs: schedules, next and last run in the app's timezone, tenancy, load
+    errors.
 
     Exits 1 when a job file failed to load."""
-    try:
-        settings = Settings.load(app_dir)
-        registry = App(settings).jobs
-    except PinreplError as exc:
-        fail(str(exc))
-    if not settings.jobs_dir.is_dir():
-        fail(f"no jobs folder at {settings.jobs_dir} (the app folder is {settings.root})")
+    async with App(Settings.load(app_dir)) as app:
+        registry = app.jobs
+        last_runs = await _last_runs(app)
+    timezone = app.settings.timezone
     now = datetime.now(UTC)
-    last_runs = _last_runs(settings)
-    rows: list[dict[str, Any]] = []
+    jobs = []
     for spec in registry:
-        upcoming = [s.next_after(now).astimezone(settings.timezone) for s in spec.schedules]
-        shown_next = min(upcoming).strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "-"
+        upcoming = earliest(s.next_after(now) for s in spec.schedules)
         last = last_runs.get(spec.name)
-        rows.append({
-            "name": spec.name,
-            "file": str(spec.path.relative_to(settings.root)),
-            "schedules": [s.cron for s in spec.schedules],
-            "next_run": min(upcoming).isoformat() if upcoming else None,
-            "last_run": last.as_json() if last else None,
-            "multi_tenant": spec.multi_tenant,
-            "shown_next": shown_next,
-            "shown_last": "-" if last is None else f"{last.shown_status()} "
-            + last.scheduled_for.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M:%S %Z"),
-        })
+        jobs.append((spec, upcoming, last))
     errors = [{"file": e.path, "error": e.message} for e in registry.errors]
     if as_json:
-        for row in rows:
-            del row["shown_next"], row["shown_last"]
-        click.echo(json.dumps(
-            {"timezone": settings.timezone.key, "jobs": rows, "errors": errors}, indent=2
-        ))
+        click.echo(json.dumps({"timezone": timezone.key, "jobs": [{
+            "name": spec.name,
+            "file": str(spec.path.relative_to(app.settings.root)),
+            "schedules": [s.cron for s in spec.schedules],
+            "next_run": upcoming.astimezone(timezone).isoformat() if upcoming else None,
+            "last_run": last.as_json() if last else None,
+            "multi_tenant": spec.multi_tenant,
+        } for spec, upcoming, last in jobs], "errors": errors}, indent=2))
     else:
         from rich.console import Console  # rich loads only to draw
         from rich.table import Table
 
-        table = Table(title=f"background jobs (times in {settings.timezone.key})")
+        table = Table(title=f"background jobs (times in {timezone.key})")
         for column in ("name", "schedules", "next run", "last run", "multi-tenant"):
             table.add_column(column)
-        for row in rows:
+        for spec, upcoming, last in jobs:
             table.add_row(
-                row["name"], "\n".join(row["schedules"]) or "-",
-                row["shown_next"], row["shown_last"], "yes" if row["multi_tenant"] else "no",
+                spec.name, "\n".join(s.cron for s in spec.schedules) or "-",
+                shown_time(upcoming, timezone) if upcoming else "-",
+                f"{last.shown_status()} {shown_time(last.scheduled_for, timezone)}"
+                if last else "-",
+                "yes" if spec.multi_tenant else "no",
             )
-        console = Console(soft_wrap=True)
-        console.print(table)
+        Console(soft_wrap=True).print(table)
         for error in errors:
             Console(stderr=True, soft_wrap=True, highlight=False).print(
                 f"load error: {error['file']}: {error['error']}", markup=False
             )
-    sys.exit(1 if errors else 0)
+    return 1 if errors else 0
 
 
-def _last_runs(settings: Settings) -> dict[str, Any]:
+async def _last_runs(app: App) -> dict[str, Any]:
     """Each job's last run by the bot; nothing when the database cannot say (none yet, no
     runs table, unreachable): the listing does not need a database."""
-    from .bot.outage import DATABASE_ERRORS
-    from .db.runs import last_runs  # SQLAlchemy loads only for the history
+    from sqlalchemy.exc import DBAPIError  # SQLAlchemy loads only for the history
 
-    async def read() -> dict[str, Any]:
-        async with App(settings) as app:
-            database = app.database()
-            try:
-                async with asyncio.timeout(5):
-                    return await last_runs(database)
-            finally:
-                await database.aclose()
+    from .db.runs import last_runs
 
+    database = app.database()
     try:
-        return asyncio.run(read())
-    except (PinreplError, *DATABASE_ERRORS):
+        async with asyncio.timeout(5):
+            return await last_runs(database)
+    except (PinreplError, DBAPIError, OSError, TimeoutError):
         return {}
+    finally:
+        await database.aclose()
 
 
 # -- generate-background-job --------------------------------------------------------------

@@ -67,8 +67,8 @@ class JobLoadError(PinreplError):
 class UnknownBackgroundJob(PinreplError, LookupError):
     """No job has that name. The message suggests close names."""
 
-    def __init__(self, name: str, known: Sequence[str], hint: str = "") -> None:
-        super().__init__(f"unknown background job {name!r}{suggest(name, known)}{hint}")
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown background job {name!r}{suggest(name, known)}")
         self.name = name
 
     def __str__(self) -> str:  # LookupError would quote the message like a KeyError

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .errors import JobLoadError, UnknownBackgroundJob
-from .schedules import Schedule
+from .schedules import Schedule, shown_time
 
 if TYPE_CHECKING:
     from .db import Database, Query, Tenant
@@ -127,7 +127,7 @@ class JobSpec:
         for schedule in self.schedules:
             arguments = ", ".join([*map(repr, schedule.args),
                                    *(f"{k}={v!r}" for k, v in schedule.kwargs.items())])
-            upcoming = schedule.next_after(now).strftime("%Y-%m-%d %H:%M:%S %Z")
+            upcoming = shown_time(schedule.next_after(now))
             lines.append(f"  schedule {schedule.cron}"
                          + (f" with ({arguments})" if arguments else "")
                          + f", next {upcoming}")
@@ -200,8 +200,7 @@ class JobRegistry:
                 # traceback with every run that meets it.
                 error = self._broken[name][0]
                 raise JobLoadError(error.path, error.message) from None
-            hint = "" if self.root.is_dir() else f"; there is no jobs folder at {self.root}"
-            raise UnknownBackgroundJob(name, self.names, hint) from None
+            raise UnknownBackgroundJob(name, self.names) from None
 
     __getitem__ = get
 

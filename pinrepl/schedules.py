@@ -24,8 +24,8 @@ Slots are aware datetimes in the schedule's timezone. Compare them as instants (
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -287,6 +287,18 @@ class Schedule:
 
     def _aware(self, instant: datetime) -> datetime:
         return instant.replace(tzinfo=UTC).astimezone(self._timezone)
+
+
+def shown_time(moment: datetime, timezone: tzinfo | None = None) -> str:
+    """`2026-11-01 01:30:00 EDT`: a slot as listings show it, in `timezone` if given."""
+    shown = moment.astimezone(timezone) if timezone is not None else moment
+    return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def earliest(moments: Iterable[datetime]) -> datetime | None:
+    """The earliest of aware `moments` by the instant, not the wall clock (two datetimes of
+    one zone compare by wall clock, which a repeated hour makes wrong)."""
+    return min(moments, key=lambda moment: moment.astimezone(UTC), default=None)
 
 
 def _check_cron(cron: object) -> list[str]:

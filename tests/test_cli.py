@@ -550,7 +550,8 @@ def test_the_app_is_found_from_any_folder_inside_it(app, monkeypatch):
 @pytest.mark.parametrize("command", [["list-background-jobs"],
                                      ["run-background-job", "--name", "send-email"],
                                      ["init-database"], ["generate-background-job", "--name", "x"],
-                                     ["transcript", "t.transcript"]])
+                                     ["transcript", "t.transcript"], ["bot", "--once"],
+                                     ["list-background-job-runs"], ["repl", "-e", "1"]])
 def test_bad_settings_are_one_line(tmp_path, monkeypatch, pyproject, message, command):
     app = write_app(tmp_path / "a", JOBS)
     (app / "pyproject.toml").write_bytes(pyproject)
@@ -569,7 +570,8 @@ def test_broken_models_file_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["run-background-job", "list-background-jobs",
-                                     "generate-background-job", "init-database", "transcript"])
+                                     "generate-background-job", "init-database", "transcript",
+                                     "repl", "bot", "list-background-job-runs"])
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage: pinrepl " in result.stdout
@@ -714,7 +716,8 @@ def test_a_cron_that_never_fires_is_a_load_error_and_the_rest_are_listed(tmp_pat
 
 
 @pytest.mark.parametrize("command", [["list-background-jobs"],
-                                     ["run-background-job", "--name", "good"]])
+                                     ["run-background-job", "--name", "good"],
+                                     ["bot", "--once"]])
 def test_a_missing_jobs_folder_is_one_line_saying_where_it_looked(tmp_path, command):
     app = write_app(tmp_path / "a", {"good.py": GOOD}, pyproject="""
         [tool.pinrepl]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pinrepl.errors import InvalidSchedule, JobLoadError, PinreplError
-from pinrepl.schedules import Schedule
+from pinrepl.schedules import Schedule, earliest, shown_time
 
 NEW_YORK = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")
@@ -371,3 +371,11 @@ def test_attributes_and_repr():
     assert repr(Schedule("0 * * * *", args=(1,), kwargs={"a": 2})) == (
         "Schedule('0 * * * *', timezone='UTC', args=(1,), kwargs={'a': 2})"
     )
+
+
+def test_earliest_compares_instants_not_wall_clocks():
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=NEW_YORK)  # EDT
+    later = datetime(2026, 11, 1, 1, 10, fold=1, tzinfo=NEW_YORK)  # EST, 40 minutes on
+    assert earliest([later, first]) is first
+    assert shown_time(later) == "2026-11-01 01:10:00 EST"
+    assert earliest([]) is None
