@@ -23,6 +23,7 @@ import click
 
 from . import __version__
 from .app import App
+from .console import LOG_FORMAT
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -56,7 +57,7 @@ def logging_to_stderr() -> Iterator[None]:
     library leaves logging to its user."""
     root = logging.getLogger()
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -70,7 +71,8 @@ def logging_to_stderr() -> Iterator[None]:
 app_option = click.option(
     "--app", "app_dir", envvar="PINREPL_APP", metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The app folder (default: $PINREPL_APP, else the current directory).",
+    help="The app folder (default: $PINREPL_APP, else the nearest folder at or above the "
+         "current directory with a jobs folder or a [tool.pinrepl] table).",
 )
 
 

@@ -31,6 +31,7 @@ from ..app import App
 from ..db.schema import create_scratch_database, drop_scratch_database
 from ..errors import DatabaseUnavailable, TranscriptError
 from ..settings import Settings
+from . import LOG_FORMAT
 from .evaluator import Evaluator, format_exception
 from .repl import session
 
@@ -287,7 +288,7 @@ def _capture(output: io.StringIO) -> Iterator[None]:
     """Print and log into `output` (logged lines are output, as in the REPL); the root
     logger is left as it was found."""
     handler = logging.StreamHandler(output)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
