@@ -2,7 +2,9 @@
 piped stdin and transcripts, and how they all show an exception.
 
 Code runs statement by statement with top-level `await`; the value of each expression
-statement is shown (and kept in `_`) unless it is None, as the Python REPL does.
+statement is shown (and kept in `_`) unless it is None, as the Python REPL does. A value
+whose type has an async `__pinrepl_repr__` (a repr that must read the database first, as
+the REPL's `jobs` does) is shown as the text it returns, awaited on the REPL's loop.
 
 An exception shows as Python shows it (`traceback.TracebackException`: chained causes,
 `from None`, exception groups with every sub-exception and its notes, a syntax error as
@@ -55,7 +57,28 @@ class Evaluator:
                 value = await value
             if is_expression and value is not None:
                 self.namespace["_"] = value
-                show(value)
+                show(await shown(value))
+
+
+async def shown(value: Any) -> Any:
+    """What to show for `value`: itself, or the text of its async `__pinrepl_repr__`
+    (looked up on its type, as Python looks up `__repr__`)."""
+    arepr = getattr(type(value), "__pinrepl_repr__", None)
+    if arepr is None:
+        return value
+    return Text(await arepr(value))
+
+
+class Text:
+    """Shown as its text, unquoted: what an async repr returned."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 # -- showing an exception ----------------------------------------------------------------

@@ -7,7 +7,8 @@ loaded: a thread loads them while the user types (and then adds the app's model 
 to the namespace, as shell_plus does), and the first use of `jobs`, `database` or
 `runBackgroundJob` waits for it. What fails to load is reported once, in one line; each
 later use tries again and raises a fresh one-line error, and what does not need the
-failed part (jobs without models) stays usable.
+failed part (jobs without models) stays usable. Shown at the prompt, `jobs` is a listing
+of each job's schedules, next and last run (`listing`, loaded when first shown).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..app import App
 from ..errors import PinreplError
 from ..jobs import BackgroundJob
+from .current import Current
 from .evaluator import Evaluator, print_exception
 
 if TYPE_CHECKING:
@@ -48,8 +50,8 @@ class Console:
             "__builtins__": __builtins__,
             "runBackgroundJob": self.run_background_job,
             "run_background_job": self.run_background_job,
-            "database": _Current(lambda: self.workspace.database),
-            "jobs": _Current(lambda: self.jobs),
+            "database": Current(lambda: self.workspace.database),
+            "jobs": _Jobs(self),
             "BackgroundJob": BackgroundJob,
             "reload": self.reload,
             "use_tenant": self.use_tenant,
@@ -137,6 +139,14 @@ class Console:
     def jobs(self) -> JobRegistry:
         self.ready()
         return self.app.jobs
+
+    async def jobs_listing(self) -> str:
+        """`jobs` as shown: each job's schedules, next run and last run (see `listing`)."""
+        from .listing import listing, read_history  # loaded when first shown, not at startup
+
+        registry = self.jobs  # first: it waits for the jobs and models to load
+        history = await read_history(self.app, self.tenant)
+        return listing(registry, self.app.settings.timezone, history)
 
     # -- workspace and tenant -------------------------------------------------------------
 
@@ -227,35 +237,25 @@ class _Exit:
         return f"Use {self.name}() or Ctrl-D (i.e. EOF) to exit"
 
 
-class _Current:
-    """Stands for whatever `get()` returns now (the session's database follows
-    `use_tenant`, `jobs` follows `reload()`)."""
+class _Jobs(Current):
+    """`jobs` in the namespace: the registry loaded now (lookup, `names`, iteration follow
+    `reload()`), shown as the console's listing, which the evaluator awaits (it reads the
+    last runs). A plain `repr()` (`print(jobs)`) cannot wait for the database: it leaves
+    the last run out."""
 
-    __slots__ = ("_get",)
+    __slots__ = ("_console",)
 
-    def __init__(self, get: Callable[[], Any]) -> None:
-        self._get = get
+    def __init__(self, console: Console) -> None:
+        super().__init__(lambda: console.jobs)
+        self._console = console
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._get(), attr)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._get()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._get()
-
-    def __dir__(self) -> list[str]:
-        return dir(self._get())
+    async def __pinrepl_repr__(self) -> str:
+        return await self._console.jobs_listing()
 
     def __repr__(self) -> str:
-        return repr(self._get())
+        from .listing import listing  # loaded when first shown, not at startup
+
+        return listing(self._get(), self._console.app.settings.timezone, None)
 
 
 def shown_url(url: str) -> str:

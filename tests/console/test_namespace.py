@@ -4,6 +4,7 @@ once while the jobs that need no models stay usable."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from ..conftest import invoke, write_app, write_example_app
@@ -89,9 +90,9 @@ def test_a_job_shows_as_a_readable_summary(tmp_path):
                          "  run(kind, *, loud=False)"]
     assert lines[2].startswith("  schedule 0 9 * * 1 with ('weekly'), next ")
     assert lines[2].endswith(("CET", "CEST"))
-    assert lines[3:] == ["  multi-tenant, 2 tenants at a time",
-                         f"1 background job in {app / 'jobs'}:",
-                         "  greet  0 9 * * 1  multi-tenant"]
+    assert lines[3:5] == ["  multi-tenant, 2 tenants at a time",
+                          f"1 background job in {app / 'jobs'} (times in UTC):"]
+    assert re.fullmatch(r"  greet  0 9 \* \* 1  \S+ \S+ UTC  - +yes", lines[6]), lines[6]
 
 
 BROKEN_MODELS = """
