@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import sys
 import traceback
@@ -30,7 +31,9 @@ from .errors import (
     ConfigError,
     DatabaseUnavailable,
     JobDefinitionError,
+    JobLoadError,
     PinreplError,
+    UnknownBackgroundJob,
 )
 from .jobs import job_name_of
 from .schedules import earliest, shown_time
@@ -484,14 +487,31 @@ async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool, da
 
 # -- the bot ---------------------------------------------------------------------------------
 
+#: The longest --grace or --lease: a week (a longer one is a typo, and `inf` would overflow).
+MAX_SECONDS = 7 * 24 * 3600
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds within the range: click's FloatRange lets `nan` through."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
 
 @cli.command("bot")
 @click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True,
               help="At most this many runs of this bot at once.")
-@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              metavar="SECONDS", help="When stopped, how long running jobs get to finish.")
-@click.option("--lease", type=click.FloatRange(min=1), default=30.0, show_default=True,
-              metavar="SECONDS",
+@click.option("--grace", type=_Seconds(min=0, max=MAX_SECONDS), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="When stopped, how long running jobs get to finish.")
+@click.option("--lease", type=_Seconds(min=1, max=MAX_SECONDS), default=30.0,
+              show_default=True, metavar="SECONDS",
               help="A bot not heard from for this long is dead; its runs are abandoned.")
 @click.option("--once", is_flag=True,
               help="Run what is due now, wait for it, and exit (1 if any run failed).")
@@ -520,41 +540,52 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
 @command
 async def list_background_job_runs(name: str | None, status: str | None, limit: int,
                                    as_json: bool, app_dir: Path | None) -> None:
-    """List the bot's runs, newest first (times in the app's timezone)."""
-    from .db.runs import list_runs, run_as_json, shown_args  # only this command needs them
+    """List the bot's runs, newest first (times in the app's timezone).
+
+    A JOB that is neither a job of the app nor in the history is an error."""
+    from .db.runs import job_names, list_runs, run_as_json, shown_args  # only this command
 
     async with App(Settings.load(app_dir)) as app:
         database = app.database()
         try:
-            runs = [run_as_json(run) for run in await list_runs(database, name, status, limit)]
+            runs = await list_runs(database, name, status, limit)
+            if name is not None and not runs and not _names_a_job(app, name):
+                history = await job_names(database)
+                if name not in history:
+                    raise UnknownBackgroundJob(name, sorted({*app.jobs.names, *history}))
         finally:
             await database.aclose()
         zone = app.settings.timezone
     if as_json:
-        click.echo(json.dumps(runs, indent=2))
+        click.echo(json.dumps([run_as_json(run) for run in runs], indent=2))
         return
     from rich.console import Console  # rich loads only to draw
     from rich.table import Table
-
-    def took(run: dict[str, Any]) -> str:
-        if not run["finished_at"]:
-            return "-"
-        seconds = (datetime.fromisoformat(run["finished_at"])
-                   - datetime.fromisoformat(run["started_at"])).total_seconds()
-        return f"{seconds:.3f} s"
 
     table = Table(title=f"background job runs (times in {zone.key})")
     for column in ("id", "job", "tenant", "slot", "status", "took", "bot", "error"):
         table.add_column(column, no_wrap=column in ("slot", "status"))
     for run in runs:
-        slot = datetime.fromisoformat(run["scheduled_for"]).astimezone(zone)
+        took = "-" if run.finished_at is None else \
+            f"{(run.finished_at - run.started_at).total_seconds():.3f} s"
         table.add_row(
-            str(run["id"]), run["job"] + shown_args(run["args"]),
-            "-" if run["tenant_id"] is None else str(run["tenant_id"]),
-            slot.strftime("%Y-%m-%d %H:%M:%S"), run["status"], took(run), run["bot"],
-            run["error"] or "",
+            str(run.id), run.job + shown_args(run.args),
+            "-" if run.tenant_id is None else str(run.tenant_id),
+            run.scheduled_for.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
+            took, run.bot, run.error or "",
         )
     Console(soft_wrap=True, highlight=False).print(table)
+
+
+def _names_a_job(app: App, name: str) -> bool:
+    """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
+    try:
+        app.jobs.get(name)
+    except UnknownBackgroundJob:
+        return False
+    except JobLoadError:
+        pass
+    return True
 
 
 def main() -> None:

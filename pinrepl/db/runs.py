@@ -1,6 +1,7 @@
-"""The bot's run history read back: each job's last run, and the runs newest first (SPEC 7).
+"""The bot's run history read back: each job's last run, the runs newest first, the jobs
+that have runs (SPEC 7).
 
-Both read through a workspace's `database` facade, so they commit, take their turn in a
+They read through a workspace's `database` facade, so they commit, take their turn in a
 sandbox and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
 `list-background-job-runs` and the REPL's `jobs` listing use them.
 """
@@ -77,6 +78,15 @@ async def last_runs(database: Database) -> dict[str, LastRun]:
     return found
 
 
+async def job_names(database: Database) -> set[str]:
+    """The jobs that have runs in the history (none when there is no runs table)."""
+    if not await database.has_table(TABLE):
+        return set()
+    statement = select(BackgroundJobRun.job).distinct()
+    async with database.transaction():  # commits, and takes its turn in a sandbox
+        return set(await database.session.scalars(statement))
+
+
 async def list_runs(database: Database, job: str | None = None, status: str | None = None,
                     limit: int = 50) -> list[BackgroundJobRun]:
     """The runs, newest slot first, of `job` and with `status` if given.
@@ -91,12 +101,21 @@ async def list_runs(database: Database, job: str | None = None, status: str | No
     return await query.order_by("-scheduled_for", "-id").limit(limit).all()
 
 
+def arguments(args: str) -> Any:
+    """What a run's `args` column holds: {"args": [...], "kwargs": {...}} (the text itself
+    if it is not JSON)."""
+    try:
+        return json.loads(args)
+    except ValueError:
+        return args
+
+
 def shown_args(args: str) -> str:
     """' ["a"] {"b": 1}' for a run's `args` column, '' when the schedule has none."""
+    values = arguments(args)
     try:
-        values = json.loads(args)
         positional, keywords = values["args"], values["kwargs"]
-    except (ValueError, TypeError, KeyError):
+    except (TypeError, KeyError):
         return f" {args}"
     shown = [json.dumps(positional)] if positional else []
     shown += [json.dumps(keywords)] if keywords else []
@@ -104,6 +123,7 @@ def shown_args(args: str) -> str:
 
 
 def run_as_json(run: BackgroundJobRun) -> dict[str, Any]:
-    """A run's fields, times as ISO 8601 (UTC)."""
+    """A run's fields, times as ISO 8601 (UTC), `args` as the object it holds."""
     values = {name: getattr(run, name) for name in FIELDS}
+    values["args"] = arguments(run.args)
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

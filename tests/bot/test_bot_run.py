@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from ..conftest import invoke
+from ..conftest import invoke, one_line
 from .conftest import Bot, assert_every_second_once, at, bot_app, executions, runs
 
 JOBS = {
@@ -116,7 +116,7 @@ def test_every_slot_runs_once_never_early_and_the_history_says_so(ran):
     bot_id = log.split("bot ", 1)[1].split(" started", 1)[0]
     for row in ticks:
         assert (row["status"], row["tenant_id"], row["args"], row["error"], row["bot"]) == (
-            "succeeded", None, '{"args":[],"kwargs":{}}', None, bot_id)
+            "succeeded", None, {"args": [], "kwargs": {}}, None, bot_id)
         assert at(row["scheduled_for"]) <= at(row["started_at"]) <= at(row["finished_at"])
     done = sorted(e["at"] for e in executions(root) if e["job"] == "tick")
     assert len(done) == len(slots)
@@ -145,8 +145,8 @@ def test_a_failing_job_and_a_failing_tenant_are_recorded_and_logged_and_the_bot_
     root, _url, _status, log, rows = ran
     fails = of(rows, "fails")
     assert len(fails) >= 4
-    assert {(r["status"], r["error"], r["args"]) for r in fails} == {
-        ("failed", "ValueError: bad a", '{"args":["a"],"kwargs":{"size":2}}')}
+    assert all((r["status"], r["error"], r["args"]) == (
+        "failed", "ValueError: bad a", {"args": ["a"], "kwargs": {"size": 2}}) for r in fails)
     assert 'run failed: fails ["a"] {"size": 2} slot' in log
     assert "ValueError: bad a\nin background job 'fails'" in log
     assert "Traceback (most recent call last)" in log
@@ -206,8 +206,14 @@ def test_list_background_job_runs_filters_newest_first(ran):
     assert set(failed[0]) == {"id", "job", "tenant_id", "args", "scheduled_for", "status",
                               "bot", "started_at", "finished_at", "error"}
     table = invoke("list-background-job-runs", "--name", "fails", "--limit", "1", "--app",
-                   root, env=env)
+                   root, env={**env, "COLUMNS": "200"})
     assert table.exit_code == 0
-    assert "fails" in table.stdout and "failed" in table.stdout
-    assert invoke("list-background-job-runs", "--name", "nothing", "--json", "--app", root,
-                  env=env).stdout == "[]\n"
+    assert 'fails ["a"] {"size": 2}' in table.stdout and "failed" in table.stdout
+    assert runs(root, url, "--name", "tick", "--status", "cancelled") == []
+
+
+def test_list_background_job_runs_of_an_unknown_job_is_one_line_with_suggestions(ran):
+    root, url, *_ = ran
+    result = invoke("list-background-job-runs", "--name", "tik", "--app", root,
+                    env={"PINREPL_DATABASE_URL": url})
+    assert one_line(result) == "unknown background job 'tik' (did you mean: tick?)"
