@@ -47,6 +47,11 @@ class DatabaseReadOnly(DatabaseUnavailable):
     """The database refuses writes (a read-only file, a read-only server)."""
 
 
+class DatabaseRefused(PinreplError):
+    """The database refused a statement for a reason that trying again does not change: a
+    column that differs from pinrepl's tables, a missing permission."""
+
+
 class LockTimeout(PinreplError):
     """A statement waited too long for a lock another transaction holds."""
 

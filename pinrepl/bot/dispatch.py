@@ -23,15 +23,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ..db import Tenant
+from ..db.models import utcnow
 from ..db.runs import shown_args
-from ..errors import NoTenantsTable
 from ..jobs import JobSpec
 from ..runner import Runner
-from .outage import DATABASE_ERRORS, Outage
+from . import counted
+from .outage import DATABASE_ERRORS, Outage, is_outage
 from .plan import Fire, misfire_grace
 from .results import Results
 from .store import Claimed, Result, Store, args_key
@@ -40,10 +41,6 @@ LOOK_AHEAD = 0.05
 MAX_BATCH = 200
 
 log = logging.getLogger("pinrepl.bot")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(eq=False)
@@ -180,7 +177,8 @@ class Dispatcher:
                 await self._serve_pending()
             except DATABASE_ERRORS as exc:
                 delay = self._outage.failed(exc, "claiming runs")
-                asyncio.get_running_loop().call_later(delay, self._wake.set)
+                if delay is not None:  # None: refused, and the bot stops
+                    asyncio.get_running_loop().call_later(delay, self._wake.set)
             except Exception:
                 log.exception("unexpected error while claiming runs; trying again")
                 asyncio.get_running_loop().call_later(1.0, self._wake.set)
@@ -207,8 +205,8 @@ class Dispatcher:
         or no database) is missed."""
         if work.started or utcnow() - work.slot <= misfire_grace(work.spec):
             return False
-        log.warning("missed %d slots of %s up to %s: nothing could be claimed within "
-                    "misfire_grace (%g s)", work.replaced + 1, work.spec.name,
+        log.warning("missed %s of %s up to %s: nothing could be claimed within "
+                    "misfire_grace (%g s)", counted(work.replaced + 1, "slot"), work.spec.name,
                     self._shown(work.slot), misfire_grace(work.spec).total_seconds())
         self._drop(work)
         return True
@@ -238,16 +236,14 @@ class Dispatcher:
             self._drop(work)
 
     async def _select(self, work: SlotWork) -> bool:
-        """Select the tenants of a multi-tenant slot; a failure is the slot's, recorded as
-        one failed run without a tenant."""
+        """Select the tenants of a multi-tenant slot; a failure other than an outage (a
+        `tenants_filter` that raises, no tenants table) is the slot's, recorded as one
+        failed run without a tenant."""
         try:
             work.tenants = await self._runner.select_tenants(work.spec)
-        except NoTenantsTable as exc:
-            await self._fail_slot(work, exc)
-            return False
-        except DATABASE_ERRORS:
-            raise
         except Exception as exc:
+            if is_outage(exc):
+                raise
             await self._fail_slot(work, exc)
             return False
         self._outage.answered()
@@ -274,8 +270,9 @@ class Dispatcher:
             work.spec.name, work.key, work.slot, tenants, utcnow(), busy_here=here)
         self._outage.answered()
         if work.replaced:
-            log.warning("did not claim %d slots of %s before %s in time (no database, or no "
-                        "room): they are missed unless another bot ran them", work.replaced,
+            log.warning("did not claim %s of %s before %s in time (no database, or no "
+                        "room): missed unless another bot ran them",
+                        counted(work.replaced, "slot"),
                         work.spec.name, self._shown(work.slot))
             work.replaced = 0
         return claims
@@ -312,7 +309,7 @@ class Dispatcher:
 
     async def _run(self, work: SlotWork, run_id: int, tenant: Tenant | None) -> None:
         log.info("run started: %s", self._what(work, tenant))
-        began = time.monotonic()
+        started_at, began = utcnow(), time.monotonic()
         status, error, failure = "succeeded", None, None
         try:
             await self._runner.run_once(work.spec, work.args, work.kwargs, tenant)
@@ -326,18 +323,21 @@ class Dispatcher:
             work.running -= 1
             work.finished += 1
             work.busy += time.monotonic() - began
-            self._ended(work, run_id, tenant, status, error, time.monotonic() - began, failure)
+            self._ended(work, run_id, tenant, status, error, started_at, failure)
             self._wake.set()
 
     def _ended(
         self, work: SlotWork, run_id: int, tenant: Tenant | None, status: str,
-        error: str | None, took: float = 0.0, failure: Exception | None = None,
+        error: str | None, started_at: datetime | None = None,
+        failure: Exception | None = None,
     ) -> None:
-        self._results.add(Result(run_id, status, utcnow(), error))
+        finished_at = utcnow()
+        self._results.add(Result(run_id, status, finished_at, error, started_at))
         self._running[(work.spec.name, work.key, None if tenant is None else tenant.id)] -= 1
         self.outcomes[status] += 1
         level = logging.INFO if status == "succeeded" else (
             logging.ERROR if status == "failed" else logging.WARNING)
+        took = (finished_at - started_at).total_seconds() if started_at is not None else 0.0
         log.log(level, "run %s: %s in %.3f s%s", status, self._what(work, tenant), took,
                 f": {error}" if error else "", exc_info=failure)
         self._idle_now()

@@ -44,12 +44,14 @@ class Fire:
 
 @dataclass(frozen=True)
 class Missed:
-    """`count` slots of `schedule` that passed unrun (`capped`: at least that many)."""
+    """`count` slots of `schedule` that passed unrun (`capped`: at least that many), and
+    whether a later one, the latest within `misfire_grace`, runs instead (`latest_runs`)."""
 
     spec: JobSpec
     schedule: Schedule
     count: int
     capped: bool = False
+    latest_runs: bool = False
 
 
 @dataclass(order=True)
@@ -103,12 +105,13 @@ class Plan:
             else:  # woke late: several slots passed
                 latest = _utc(schedule.latest_at_or_before(now) or entry.at)
                 passed, capped = count_slots(schedule, entry.at, latest)
-            if now - latest <= misfire_grace(spec):
+            runs = now - latest <= misfire_grace(spec)
+            if runs:
                 fires.append(Fire(spec, schedule, latest))
             else:
                 passed += 1
             if passed:
-                missed.append(Missed(spec, schedule, passed, capped))
+                missed.append(Missed(spec, schedule, passed, capped, runs))
             self._push(spec, schedule, max(now, latest))
         return fires, missed
 
@@ -139,12 +142,13 @@ def catch_up(
         passed, capped, new = 0, False, last is not None and latest > last
         if last is not None and new:
             passed, capped = count_slots(schedule, last + timedelta(microseconds=1), latest)
-        if now - latest <= misfire_grace(spec):
+        runs = now - latest <= misfire_grace(spec)
+        if runs:
             fires.append(Fire(spec, schedule, latest))
         elif new:
             passed += 1
         if passed:
-            missed.append(Missed(spec, schedule, passed, capped))
+            missed.append(Missed(spec, schedule, passed, capped, runs))
     return fires, missed
 
 

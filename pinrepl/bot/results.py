@@ -4,8 +4,9 @@ A finished run's result waits here; one writer takes everything that is waiting 
 it in one statement, so results that arrive while a write is under way go together in the
 next one (group commit). Writes are also at least `LINGER` seconds apart: a result that
 comes alone is written at once (other bots see it finished), while the results of many
-short runs (a fan-out of quick tenants) go in few statements. A failed write keeps its
-results and is tried again after the outage's backoff.
+short runs (a fan-out of quick tenants) go in few statements. A write that failed because
+the database was away keeps its results and is tried again after the outage's backoff; one
+that the database refused drops them (the bot stops; another bot marks them abandoned).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import time
 
+from . import counted
 from .outage import DATABASE_ERRORS, Outage
 from .store import Result, Store
 
@@ -53,8 +55,7 @@ class Results:
                 while self._waiting:
                     await self._write()
         if self._waiting:
-            log.error("could not record how %d runs ended: they stay 'running' until a bot "
-                      "marks them abandoned", len(self._waiting))
+            _lost(len(self._waiting))
 
     async def _write(self) -> None:
         """Write what is waiting, in one statement; after a failure, wait the backoff."""
@@ -62,11 +63,20 @@ class Results:
         try:
             await self._store.finish(batch)
         except DATABASE_ERRORS as exc:
+            delay = self._outage.failed(exc, "recording results")
+            if delay is None:  # refused: trying again would change nothing
+                _lost(len(batch))
+                return
             self._waiting[:0] = batch
             self._arrived.set()  # try again
-            await asyncio.sleep(self._outage.failed(exc, "recording results"))
+            await asyncio.sleep(delay)
             return
         except BaseException:  # cancelled mid-write: writing them again is harmless
             self._waiting[:0] = batch
             raise
         self._outage.answered()
+
+
+def _lost(count: int) -> None:
+    log.error("could not record how %s ended: left 'running' for a live bot to mark "
+              "abandoned", counted(count, "run"))

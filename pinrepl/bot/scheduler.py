@@ -6,7 +6,9 @@ heartbeat is beaten by this loop itself, so a bot whose loop is stuck (or whose 
 slept) is seen as dead by the others, and its running runs are marked abandoned. Each beat
 also marks the runs of dead bots abandoned, and now and then deletes the runs older than
 `keep_runs_days`. A database outage is logged once and retried with backoff; the plan
-keeps going, and the slots it missed are caught up by the missed-slot rule.
+keeps going, and the slots it missed are caught up by the missed-slot rule. A statement
+the database refuses (a table whose columns differ, a read-only database) stops the bot as
+a signal would, and `run` raises it as one line.
 
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
@@ -26,14 +28,16 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ..app import App
 from ..db.engine import first_line
+from ..db.models import utcnow
 from ..errors import BadJobArguments, DatabaseUnavailable
 from ..runner import check_arguments
+from . import counted
 from .dispatch import Dispatcher
-from .outage import DATABASE_ERRORS, Outage
+from .outage import DATABASE_ERRORS, Outage, is_outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
 from .store import Store
@@ -44,10 +48,6 @@ LATE = timedelta(seconds=2)
 RETENTION_EVERY = 3600.0
 
 log = logging.getLogger("pinrepl.bot")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Bot:
@@ -61,7 +61,7 @@ class Bot:
         self.id = f"{self.host}:{self.pid}:{secrets.token_hex(2)}"
         self.grace, self.lease = grace, lease
         self._store = Store(app.engine, self.id, lease)
-        self._outage = Outage()
+        self._outage = Outage(on_refused=self._refused)
         self._results = Results(self._store, self._outage)
         self._wakeup = asyncio.Event()
         self._dispatcher = Dispatcher(
@@ -82,13 +82,16 @@ class Bot:
     async def run(self, once: bool = False) -> int:
         """Run until stopped (exit status 0), or with `once` until what is due now has run
         (0 if all of it succeeded, else 1). `MissingTable` or `DatabaseUnavailable` if the
-        bot cannot start."""
+        bot cannot start; a `PinreplError` (`DatabaseRefused`, ...) if the database refused
+        its statements."""
         await self._store.require_tables()
         now = utcnow()
         try:
             await self._store.register(self.host, self.pid, now)
             fires, missed = catch_up(self.app.jobs, now, await self._store.last_slots())
         except DATABASE_ERRORS as exc:
+            if not is_outage(exc):
+                raise await self._store.explain(exc, "starting") from None
             raise DatabaseUnavailable(
                 f"cannot reach database {self.app.engine.shown_url}: {first_line(exc)}"
             ) from None
@@ -111,6 +114,8 @@ class Bot:
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await self._store.unregister()
         log.info("bot %s stopped: %s", self.id, _summary(self.outcomes))
+        if self._outage.refused is not None:
+            raise await self._store.explain(*self._outage.refused) from None
         failed = self.outcomes["failed"] + self.outcomes["cancelled"]
         return 1 if once and failed else 0
 
@@ -165,23 +170,26 @@ class Bot:
                 deleted = await self._store.delete_older_than(cutoff)
                 self._retention_due = time.monotonic() + RETENTION_EVERY
                 if deleted:
-                    log.info("deleted %d runs older than %d days (keep_runs_days)", deleted,
-                             self.app.settings.keep_runs_days)
+                    log.info("deleted %s older than %s (keep_runs_days)",
+                             counted(deleted, "run"),
+                             counted(self.app.settings.keep_runs_days, "day"))
         except DATABASE_ERRORS as exc:
-            return self._outage.failed(exc, "beating")
+            delay = self._outage.failed(exc, "beating")
+            return self.lease / 3 if delay is None else delay
         self._outage.answered()
         by_bot = Counter(run.bot for run in abandoned)
         for bot, count in by_bot.items():
             jobs = ", ".join(sorted({run.job for run in abandoned if run.bot == bot}))
-            log.warning("marked %d running runs of bot %s abandoned (no heartbeat for %g s): "
-                        "%s", count, bot, self.lease, jobs)
+            log.warning("marked %s of bot %s abandoned (no heartbeat for %g s): %s",
+                        counted(count, "running run"), bot, self.lease, jobs)
         return self.lease / 3
 
     def _reloaded(self, after: datetime) -> Plan:
         self._reload = False
         registry = self.app.reload()
         plan = Plan(registry, after)
-        log.info("reloaded the job files: %d jobs, %d schedules", len(registry), len(plan))
+        log.info("reloaded the job files: %s, %s", counted(len(registry), "job"),
+                 counted(len(plan), "schedule"))
         for error in registry.errors:
             log.warning("load error: %s", error)
         return plan
@@ -205,11 +213,21 @@ class Bot:
         if self._stopping is None:
             log.info("%s: claiming no more runs; %d running get up to %g s to finish (a "
                      "second signal cancels them now)", name, self._dispatcher.running, self.grace)
-            self._stopping = asyncio.create_task(self._stop_runs())
-            self._stopping.add_done_callback(lambda _task: self._wakeup.set())
+            self._begin_stop()
         else:
             log.warning("%s again: cancelling the running runs now", name)
             self._hurry.set()
+
+    def _refused(self) -> None:
+        """The database refused a statement: stop as a signal would."""
+        if self._stopping is None:
+            log.info("claiming no more runs; %d running get up to %g s to finish",
+                     self._dispatcher.running, self.grace)
+            self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        self._stopping = asyncio.create_task(self._stop_runs())
+        self._stopping.add_done_callback(lambda _task: self._wakeup.set())
 
     async def _stop_runs(self) -> None:
         await self._dispatcher.stop_claiming()
@@ -225,8 +243,8 @@ class Bot:
     def _banner(self, plan: Plan | None, due: int) -> None:
         app = self.app
         jobs = app.jobs
-        mode = f"--once: {due} slots due now" if plan is None else (
-            f"{len(plan)} schedules of {len(jobs)} jobs")
+        mode = f"--once: {counted(due, 'slot')} due now" if plan is None else (
+            f"{counted(len(plan), 'schedule')} of {counted(len(jobs), 'job')}")
         log.info("bot %s started: app %s, database %s, %s; concurrency %d, lease %g s, "
                  "grace %g s", self.id, app.settings.root, app.engine.shown_url, mode,
                  self._concurrency, self.lease, self.grace)
@@ -247,9 +265,11 @@ class Bot:
 
     def _report(self, missed: list[Missed]) -> None:
         for miss in missed:
-            log.warning("missed %s%d slots of %s %r: older than its misfire_grace (%g s)",
-                        "at least " if miss.capped else "", miss.count, miss.spec.name,
-                        miss.schedule.cron, misfire_grace(miss.spec).total_seconds())
+            why = ("only the latest within misfire_grace (%g s) runs" if miss.latest_runs
+                   else "all older than misfire_grace (%g s)")
+            log.warning("missed %s%s of %s %r: " + why, "at least " if miss.capped else "",
+                        counted(miss.count, "slot"), miss.spec.name, miss.schedule.cron,
+                        misfire_grace(miss.spec).total_seconds())
 
     def _shown(self, slot: datetime) -> str:
         return slot.astimezone(self.app.settings.timezone).isoformat()

@@ -7,6 +7,10 @@ this bot's, and a row another bot inserted first is simply not returned. Each me
 short transaction that starts with its write, or only reads: on SQLite a transaction that
 reads first may not be able to take the write lock later, whatever the busy timeout.
 
+A run's `started_at` is first its claim's time; its result writes the time it really
+started (runs claimed together ahead of their start must not share one), so retention and
+abandonment go by the claim until the run has ended, which is at most a moment earlier.
+
 Times come from this machine's clock, in UTC: bots on several machines need clocks kept in
 step (NTP), as their schedules do anyway.
 """
@@ -21,10 +25,12 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from ..db import Engine
+from ..db.engine import first_line
 from ..db.models import BackgroundJobBot, BackgroundJobRun, Model
-from ..errors import MissingTable
+from ..errors import DatabaseRefused, MissingTable, PinreplError
 
 RUNS = Model.metadata.tables[BackgroundJobRun.__tablename__]
 BOTS = Model.metadata.tables[BackgroundJobBot.__tablename__]
@@ -49,12 +55,14 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Result:
-    """How a run ended, for `finish`."""
+    """How a run ended, for `finish`, and when it started (None: it never did, and its
+    claim's time stays)."""
 
     id: int
     status: str
     finished_at: datetime
     error: str | None = None
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,21 @@ class Store:
         missing = [t.name for t in (RUNS, BOTS) if not await self._app_engine.has_table(t.name)]
         if missing:
             raise MissingTable(missing)
+
+    async def explain(self, error: BaseException, doing: str) -> PinreplError:
+        """The one line for a statement of the bot that the database refused while `doing`
+        something: a missing table or a read-only database as the engine says them, else
+        the database's own first line."""
+        if isinstance(error, PinreplError):
+            return error
+        if isinstance(error, DBAPIError):
+            explained = await self._app_engine.explain(error, (RUNS.name, BOTS.name))
+            if explained is not None:
+                return explained
+        return DatabaseRefused(
+            f"the database refused the bot's statement while {doing}: {first_line(error)} "
+            "(pinrepl init-database names the columns that differ from pinrepl's tables)"
+        )
 
     # -- the bot itself --------------------------------------------------------------------
 
@@ -180,15 +203,18 @@ class Store:
             return bool((await conn.execute(statement)).rowcount)
 
     async def finish(self, results: Iterable[Result]) -> None:
-        """Record how runs ended, in one statement."""
+        """Record how runs ended, and when they started, in one statement."""
         params = [
-            {"run_id": r.id, "new_status": r.status, "ended": r.finished_at, "why": r.error}
+            {"run_id": r.id, "new_status": r.status, "began": r.started_at,
+             "ended": r.finished_at, "why": r.error}
             for r in results
         ]
         if not params:
             return
         statement = update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
             status=bindparam("new_status"),
+            started_at=func.coalesce(
+                bindparam("began", type_=RUNS.c.started_at.type), RUNS.c.started_at),
             finished_at=bindparam("ended", type_=RUNS.c.finished_at.type),
             error=bindparam("why"),
         )

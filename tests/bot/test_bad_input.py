@@ -1,14 +1,19 @@
 """What a user can get wrong with the bot's commands: bad options, no database, a database
-without the bot's tables. Each is one line and exit 2, and changes nothing."""
+without the bot's tables or whose tables differ, an unknown job. Each is one line and
+exit 2, and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from contextlib import closing
 
 import pytest
 
+from pinrepl import App
+
 from ..conftest import invoke, one_line, write_app
+from .conftest import bot_app
 
 TICK = {
     "tick.py": """
@@ -31,7 +36,8 @@ def app(tmp_path):
 
 @pytest.mark.parametrize("options", [
     ["--concurrency", "0"], ["--grace", "-1"], ["--lease", "soon"], ["--lease", "0.5"],
-    ["--every", "1"],
+    ["--every", "1"], ["--lease", "inf"], ["--lease", "1e300"], ["--lease", "nan"],
+    ["--grace", "nan"], ["--grace", "inf"], ["--grace", "1e300"],
 ])
 def test_bad_options_are_a_usage_error_naming_the_option(app, options):
     error = one_line(invoke("bot", "--app", app, *options))
@@ -75,3 +81,23 @@ def test_list_background_job_runs_refuses_an_unknown_status(app):
     result = invoke("list-background-job-runs", "--status", "done", "--app", app)
     assert result.exit_code == 2
     assert "Invalid value for '--status'" in result.stderr
+
+
+async def _rename_column(root, url, column, to):
+    async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app, \
+            app.engine.engine.begin() as conn:
+        await conn.exec_driver_sql(f"alter table background_job_runs rename column {column} "
+                                   f"to {to}")
+
+
+def test_a_runs_table_that_differs_stops_the_bot_with_one_line(tmp_path, database_url):
+    root = bot_app(tmp_path / "app", TICK, database_url)
+    asyncio.run(_rename_column(root, database_url, "error", "reason"))
+    result = invoke("bot", "--once", "--app", root, env={"PINREPL_DATABASE_URL": database_url})
+    assert result.exit_code == 2, result.output
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("pinrepl: the database refused the bot's statement while beating: ")
+    assert "column" in last and "error" in last
+    assert last.endswith("(pinrepl init-database names the columns that differ from "
+                         "pinrepl's tables)")
+    assert "database unavailable" not in result.stderr

@@ -7,6 +7,7 @@ older than `keep_runs_days`."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import signal
 import subprocess
@@ -52,13 +53,19 @@ def test_after_a_late_wake_up_only_the_latest_slot_within_misfire_grace_runs(tmp
     bot.wait_for("run succeeded: tick", count=bot.log.count("run succeeded: tick") + 1)
     assert bot.stop() == 0, bot.log
 
-    assert re.search(r"woke up \d+\.\d s late", bot.log)
-    missed = int(re.search(r"missed (\d+) slots of tick '\* \* \* \* \* \*'", bot.log)[1])
+    log = bot.log
+    assert re.search(r"woke up \d+\.\d s late", log)
+    assert re.search(r"missed \d+ slots of tick '\* \* \* \* \* \*': only the latest "
+                     r"within misfire_grace \(1\.5 s\) runs", log)
+    # Every slot the log calls missed (a slot popped just before SIGSTOP says so apart).
+    missed = sum(int(count) for count in re.findall(r"missed (\d+) slots? of tick", log))
     assert missed >= 2
-    slots = [at(row["scheduled_for"]).timestamp() for row in runs(root, url)]
-    during = [slot for slot in slots if stopped < slot <= woke]
-    assert len(during) <= 1  # at most the latest one, if within the grace
+    slots = sorted(at(row["scheduled_for"]).timestamp() for row in runs(root, url))
     assert len(executions(root)) == len(slots)
+    ((before, caught_up),) = [(a, b) for a, b in itertools.pairwise(slots) if b - a > 1]
+    assert caught_up - before - 1 == missed  # the latest within the grace ran, none before
+    assert woke - 1.5 <= caught_up < woke + 1
+    assert stopped - 1 <= before < stopped + 1
 
 
 JOBS = {
@@ -172,7 +179,7 @@ def test_once_runs_what_is_due_now_and_exits_0(ran_once):
     assert "yearly" not in by_job
     new_year = by_job["new-year"]
     assert new_year["status"] == "succeeded" and new_year["args"] == (
-        '{"args":["party"],"kwargs":{}}')
+        {"args": ["party"], "kwargs": {}})
     assert at(new_year["scheduled_for"]) == datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
     minutely = at(by_job["minutely"]["scheduled_for"])
     assert by_job["minutely"]["status"] == "succeeded" and minutely > earlier
@@ -192,15 +199,18 @@ def test_once_exits_1_when_a_run_failed(ran_once):
     _root, _url, failing, failing_url, _earlier, results = ran_once
     status, log = results["failing"]
     assert status == 1
+    assert "--once: 1 slot due now" in log
     assert "run failed: new-year slot" in log and "RuntimeError: hangover" in log
     assert [row["status"] for row in runs(failing, failing_url)] == ["failed"]
 
 
 def test_runs_older_than_keep_runs_days_are_deleted(ran_once):
     root, url, *_rest, results = ran_once
-    assert "deleted 1 runs older than 30 days (keep_runs_days)" in results["first"][1]
+    assert "deleted 1 run older than 30 days (keep_runs_days)" in results["first"][1]
     jobs = {row["job"] for row in runs(root, url)}
     assert "gone" not in jobs and "late" in jobs
+    # A job that is no longer in the app is still listed by name: it is in the history.
+    assert [row["job"] for row in runs(root, url, "--name", "late")] == ["late"]
 
 
 SHARED = {
@@ -224,11 +234,45 @@ SHARED = {
 def test_two_once_bots_share_the_tenants_of_one_slot(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     root = bot_app(tmp_path / "app", SHARED, url, [f"t{i}" for i in range(8)])
-    first = once(root, url)
-    time.sleep(0.5)  # the first has claimed some tenants of the slot when the second starts
-    second = once(root, url)
-    assert [finished(first)[0], finished(second)[0]] == [0, 0]
+    first = Bot(root, url, "--once")
+    first.wait_for("run started: shared")  # one tenant at a time: 2.4 s for all eight
+    second = Bot(root, url, "--once")
+    assert [first.process.wait(30), second.process.wait(30)] == [0, 0], first.log + second.log
     rows = runs(root, url)
     assert sorted(row["tenant_id"] for row in rows) == list(range(1, 9))
     assert {row["status"] for row in rows} == {"succeeded"}
     assert len({row["bot"] for row in rows}) == 2
+
+
+QUICK = {
+    "quick.py": """
+        import asyncio
+        from pinrepl import BackgroundJob
+
+        class Quick(BackgroundJob):
+            multi_tenant = True
+            misfire_grace = 400 * 24 * 3600
+
+            def meta(self):
+                self.schedule("0 0 1 1 *")
+
+            async def run(self):
+                await asyncio.sleep(0.01)
+    """,
+}
+
+
+def test_each_run_records_when_it_started_not_when_it_was_claimed(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    root = bot_app(tmp_path / "app", QUICK, url, [f"t{i}" for i in range(60)])
+    status, log = finished(once(root, url))  # quick runs: claimed several at a time
+    assert status == 0, log
+    rows = sorted(runs(root, url), key=lambda row: at(row["started_at"]))
+    assert len(rows) == 60
+    # One tenant at a time: each run starts after the one before it ended.
+    for earlier, later in itertools.pairwise(rows):
+        assert at(earlier["finished_at"]) <= at(later["started_at"])
+    logged = dict(re.findall(r"run succeeded: quick tenant (\d+) .* in (\d+\.\d+) s", log))
+    for row in rows:
+        took = at(row["finished_at"]) - at(row["started_at"])
+        assert f"{took.total_seconds():.3f}" == logged[str(row["tenant_id"])]
