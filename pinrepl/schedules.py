@@ -23,21 +23,33 @@ Slots are aware datetimes in the schedule's timezone. Compare them as instants (
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
+from types import ModuleType
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
-
-from croniter import croniter
-from croniter.croniter import CroniterBadDateError, CroniterBadTypeRangeError, CroniterError
 
 from .errors import InvalidSchedule, JobLoadError
 
 _SECOND = timedelta(seconds=1)
 _HORIZON = timedelta(days=366 * 60)
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_CRON_ERRORS = (CroniterError, CroniterBadTypeRangeError, ValueError, KeyError, IndexError)
+
+
+def _cron() -> ModuleType:
+    """croniter, imported on first use: it takes longer to import than the rest of pinrepl
+    together, and `import pinrepl` (every job file, the REPL before its first prompt)
+    should not wait for it."""
+    return importlib.import_module("croniter.croniter")  # the module, not its class
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """What croniter raises for a cron it refuses."""
+    cron = _cron()
+    return (cron.CroniterError, cron.CroniterBadTypeRangeError, ValueError, KeyError,
+            IndexError)
 
 
 class Schedule:
@@ -263,11 +275,11 @@ class Schedule:
 
     def _walls_up(self, first: datetime, last: datetime) -> Iterator[datetime]:
         """croniter's wall-clock matches `first <= w <= last`, ascending."""
-        matches = croniter(self._cron, first - _SECOND, second_at_beginning=True)
+        matches = _cron().croniter(self._cron, first - _SECOND, second_at_beginning=True)
         while True:
             try:
                 wall = matches.get_next(datetime)
-            except CroniterBadDateError:
+            except _cron().CroniterBadDateError:
                 return
             if wall > last:
                 return
@@ -275,11 +287,11 @@ class Schedule:
 
     def _walls_down(self, last: datetime, stop: datetime) -> Iterator[datetime]:
         """croniter's wall-clock matches `stop <= w <= last`, descending."""
-        matches = croniter(self._cron, last + _SECOND, second_at_beginning=True)
+        matches = _cron().croniter(self._cron, last + _SECOND, second_at_beginning=True)
         while True:
             try:
                 wall = matches.get_prev(datetime)
-            except CroniterBadDateError:
+            except _cron().CroniterBadDateError:
                 return
             if wall < stop:
                 return
@@ -311,10 +323,10 @@ def _check_cron(cron: object) -> list[str]:
             cron, f"expected 5 fields, or 6 with seconds first (got {len(fields)})"
         )
     try:
-        croniter(cron, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
-    except CroniterBadDateError:
+        _cron().croniter(cron, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
+    except _cron().CroniterBadDateError:
         raise InvalidSchedule(cron, "never fires (no date matches its day fields)") from None
-    except _CRON_ERRORS as exc:
+    except _refusals() as exc:
         raise InvalidSchedule(cron, _what_is_wrong(fields, exc)) from None
     return fields
 
@@ -326,8 +338,8 @@ def _what_is_wrong(fields: list[str], exc: Exception) -> str:
         alone = ["*"] * len(fields)
         alone[index] = value
         try:
-            croniter(" ".join(alone), datetime(2000, 1, 1), second_at_beginning=True)
-        except _CRON_ERRORS:
+            _cron().croniter(" ".join(alone), datetime(2000, 1, 1), second_at_beginning=True)
+        except _refusals():
             return f"bad {name} field {value!r}"
     return " ".join(re.sub(r"^\[.*?\]\s*", "", str(exc)).split()) or type(exc).__name__
 
