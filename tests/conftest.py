@@ -31,6 +31,82 @@ needs_postgres = pytest.mark.skipif(
 )
 
 
+#: Multi-tenant jobs the runner's and the CLI's fan-out tests both run.
+FAN_OUT_JOBS = {
+    "flaky.py": """
+        from pinrepl import BackgroundJob
+
+        class Flaky(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                if self.tenant.name in ("globex", "initech"):
+                    raise ValueError(f"boom in {self.tenant.name}")
+                print("ok", self.tenant.name)
+    """,
+    "exits_in_globex.py": """
+        import sys
+        from pinrepl import BackgroundJob
+
+        class ExitsInGlobex(BackgroundJob):
+            multi_tenant = True
+
+            async def run(self):
+                if self.tenant.name == "globex":
+                    sys.exit(3)
+                print("ran", self.tenant.name)
+    """,
+    "active_only.py": """
+        from pinrepl import BackgroundJob
+
+        class ActiveOnly(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return tenants.where(active=True)
+
+            async def run(self):
+                print("active", self.tenant.name)
+    """,
+    "filter_raises.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterRaises(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                raise KeyError("no such filter")
+
+            async def run(self):
+                pass
+    """,
+    "filter_typo.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterTypo(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return tenants.where(plan="pro")
+
+            async def run(self):
+                pass
+    """,
+    "filter_returns_list.py": """
+        from pinrepl import BackgroundJob
+
+        class FilterReturnsList(BackgroundJob):
+            multi_tenant = True
+
+            def tenants_filter(self, tenants):
+                return ["acme"]
+
+            async def run(self):
+                pass
+    """,
+}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a pinrepl subprocess: no PINREPL_* leaking in from outside."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINREPL_")}

@@ -18,6 +18,7 @@ from contextlib import closing
 import pytest
 
 from .conftest import (
+    FAN_OUT_JOBS,
     PG_URL,
     REPO,
     clean_env,
@@ -30,6 +31,7 @@ from .conftest import (
 )
 
 JOBS = {
+    **FAN_OUT_JOBS,
     "send_email.py": """
         from pinrepl import BackgroundJob
 
@@ -102,41 +104,6 @@ JOBS = {
             async def run(self):
                 await self.run_background_job("flaky")
     """,
-    "flaky.py": """
-        from pinrepl import BackgroundJob
-
-        class Flaky(BackgroundJob):
-            multi_tenant = True
-
-            async def run(self):
-                if self.tenant.name in ("globex", "initech"):
-                    raise ValueError(f"boom in {self.tenant.name}")
-                print("ok", self.tenant.name)
-    """,
-    "exits_in_globex.py": """
-        import sys
-        from pinrepl import BackgroundJob
-
-        class ExitsInGlobex(BackgroundJob):
-            multi_tenant = True
-
-            async def run(self):
-                if self.tenant.name == "globex":
-                    sys.exit(3)
-                print("ran", self.tenant.name)
-    """,
-    "active_only.py": """
-        from pinrepl import BackgroundJob
-
-        class ActiveOnly(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return tenants.where(active=True)
-
-            async def run(self):
-                print("active", self.tenant.name)
-    """,
     "add_user_per_tenant.py": """
         from pinrepl import BackgroundJob
 
@@ -145,42 +112,6 @@ JOBS = {
 
             async def run(self):
                 await self.database.users.insert(name="Zed", email="zed@x.example")
-    """,
-    "filter_raises.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterRaises(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                raise KeyError("no such filter")
-
-            async def run(self):
-                pass
-    """,
-    "filter_typo.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterTypo(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return tenants.where(plan="pro")
-
-            async def run(self):
-                pass
-    """,
-    "filter_returns_list.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterReturnsList(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return ["acme"]
-
-            async def run(self):
-                pass
     """,
     "nobody.py": """
         from pinrepl import BackgroundJob

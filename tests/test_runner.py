@@ -24,7 +24,7 @@ from pinrepl import (
     UnknownTenant,
 )
 
-from .conftest import write_app, write_example_app
+from .conftest import FAN_OUT_JOBS, write_app, write_example_app
 
 RECORD = """
 import json
@@ -176,78 +176,8 @@ async def test_cancelling_a_run_tears_its_workspace_down(example_app, tmp_path):
 # -- fan-out over tenants --------------------------------------------------------------------
 
 TENANT_JOBS = {
+    **FAN_OUT_JOBS,
     "record.py": RECORD.format(multi_tenant=True),
-    "flaky.py": """
-        from pinrepl import BackgroundJob
-
-        class Flaky(BackgroundJob):
-            multi_tenant = True
-
-            async def run(self):
-                if self.tenant.name in ("globex", "initech"):
-                    raise ValueError(f"boom in {self.tenant.name}")
-                print("ok", self.tenant.name)
-    """,
-    "exits_in_globex.py": """
-        import sys
-        from pinrepl import BackgroundJob
-
-        class ExitsInGlobex(BackgroundJob):
-            multi_tenant = True
-
-            async def run(self):
-                if self.tenant.name == "globex":
-                    sys.exit(3)
-                print("ran", self.tenant.name)
-    """,
-    "active_only.py": """
-        from pinrepl import BackgroundJob
-
-        class ActiveOnly(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return tenants.where(active=True)
-
-            async def run(self):
-                print("active", self.tenant.name)
-    """,
-    "filter_raises.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterRaises(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                raise KeyError("no such filter")
-
-            async def run(self):
-                pass
-    """,
-    "filter_typo.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterTypo(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return tenants.where(plan="pro")
-
-            async def run(self):
-                pass
-    """,
-    "filter_returns_list.py": """
-        from pinrepl import BackgroundJob
-
-        class FilterReturnsList(BackgroundJob):
-            multi_tenant = True
-
-            def tenants_filter(self, tenants):
-                return ["acme"]
-
-            async def run(self):
-                pass
-    """,
     "fan_in.py": """
         from pinrepl import BackgroundJob
 

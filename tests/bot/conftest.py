@@ -33,6 +33,19 @@ def record(job, tenant=None, **extra):
         out.write(json.dumps(line) + "\\n")
 """
 
+#: A job that runs every second and records each execution.
+TICK = """
+    from pinrepl import BackgroundJob
+    from ._record import record
+
+    class Tick(BackgroundJob):
+        def meta(self):
+            self.schedule("* * * * * *")
+
+        async def run(self):
+            record("tick")
+"""
+
 _numbers = itertools.count()
 
 

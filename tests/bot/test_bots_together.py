@@ -8,20 +8,18 @@ import time
 from collections import Counter
 
 from ..conftest import needs_postgres, postgres_database
-from .conftest import Bot, assert_every_second_once, bot_app, executions, runs, stop_all
+from .conftest import (
+    TICK,
+    Bot,
+    assert_every_second_once,
+    bot_app,
+    executions,
+    runs,
+    stop_all,
+)
 
 JOBS = {
-    "tick.py": """
-        from pinrepl import BackgroundJob
-        from ._record import record
-
-        class Tick(BackgroundJob):
-            def meta(self):
-                self.schedule("* * * * * *")
-
-            async def run(self):
-                record("tick")
-    """,
+    "tick.py": TICK,
     "fan_out.py": """
         import asyncio
         from pinrepl import BackgroundJob

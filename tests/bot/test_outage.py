@@ -13,21 +13,9 @@ from collections import Counter
 from sqlalchemy.engine import make_url
 
 from ..conftest import needs_postgres, postgres_database
-from .conftest import Bot, at, bot_app, runs
+from .conftest import TICK, Bot, at, bot_app, runs
 
-JOBS = {
-    "tick.py": """
-        from pinrepl import BackgroundJob
-        from ._record import record
-
-        class Tick(BackgroundJob):
-            def meta(self):
-                self.schedule("* * * * * *")
-
-            async def run(self):
-                record("tick")
-    """,
-}
+JOBS = {"tick.py": TICK}
 
 
 class Relay:
