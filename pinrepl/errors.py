@@ -15,9 +15,13 @@ from collections.abc import Iterable, Sequence
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
-    """' (did you mean: a, b?)' for the close matches of `word`, or ''."""
-    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean: {', '.join(close)}?)" if close else ""
+    """' (did you mean: a, b?)' for the close matches of `word`, or ''. Case is ignored
+    (`ACME` suggests `acme`), and the candidates are shown as they are spelled."""
+    spelled: dict[str, str] = {}
+    for candidate in candidates:
+        spelled.setdefault(candidate.casefold(), candidate)
+    close = difflib.get_close_matches(word.casefold(), list(spelled), n=3, cutoff=0.6)
+    return f" (did you mean: {', '.join(spelled[c] for c in close)}?)" if close else ""
 
 
 class PinreplError(Exception):
@@ -149,3 +153,14 @@ class InvalidSchedule(PinreplError, ValueError):
         super().__init__(f"invalid cron {cron!r}: {problem}")
         self.cron = cron
         self.problem = problem
+
+
+class InvalidTimezone(InvalidSchedule):
+    """A schedule whose timezone is unusable; the message blames the timezone, not the
+    cron."""
+
+    def __init__(self, cron: object, timezone: object, message: str) -> None:
+        super(InvalidSchedule, self).__init__(message)
+        self.cron = cron
+        self.timezone = timezone
+        self.problem = message

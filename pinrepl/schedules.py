@@ -1,8 +1,9 @@
 """Cron schedules: the public `Schedule` object and the slots it fires at (SPEC 7).
 
 This module owns what a cron expression means in time: checking it (five fields, or six
-with seconds first, as in node-cron and Quartz), and turning it into *slots*, the instants
-it fires at in its own timezone, by Debian cron's daylight-saving rule:
+with seconds first, as in node-cron and Quartz, or an alias such as `@daily`, which means
+its five-field form in every way, the daylight-saving rule included), and turning it into
+*slots*, the instants it fires at in its own timezone, by Debian cron's daylight-saving rule:
 
 - A *fixed-time* schedule (its seconds, minute and hour fields do not start with `*`) fires
   once per matching wall-clock time: at its first occurrence when the clocks go back, and
@@ -29,13 +30,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from types import ModuleType
 from typing import Any, NoReturn
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
-from .errors import InvalidSchedule, JobLoadError
+from .errors import InvalidSchedule, InvalidTimezone, JobLoadError, suggest
 
 _SECOND = timedelta(seconds=1)
 _HORIZON = timedelta(days=366 * 60)
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+#: The aliases of Vixie and Debian cron that name a schedule (not `@reboot`), and the
+#: five-field form each stands for.
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 def _cron() -> ModuleType:
@@ -59,9 +71,10 @@ class Schedule:
     `InvalidSchedule` for a bad cron, one that never fires, or an unknown timezone.
     """
 
-    __slots__ = ("_args", "_cron", "_fixed_time", "_kwargs", "_timezone")
+    __slots__ = ("_args", "_cron", "_fields", "_fixed_time", "_kwargs", "_timezone")
 
     _cron: str
+    _fields: str
     _timezone: ZoneInfo
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
@@ -78,6 +91,7 @@ class Schedule:
         fields = _check_cron(cron)
         time_fields = fields[:3] if len(fields) == 6 else fields[:2]
         object.__setattr__(self, "_cron", cron)
+        object.__setattr__(self, "_fields", " ".join(fields))
         object.__setattr__(self, "_timezone", _zone(cron, timezone))
         object.__setattr__(self, "_args", tuple(args))
         object.__setattr__(self, "_kwargs", dict(kwargs or {}))
@@ -102,7 +116,7 @@ class Schedule:
 
     @property
     def cron(self) -> str:
-        """The cron expression as given."""
+        """The cron expression as given (an alias stays an alias)."""
         return self._cron
 
     @property
@@ -275,7 +289,7 @@ class Schedule:
 
     def _walls_up(self, first: datetime, last: datetime) -> Iterator[datetime]:
         """croniter's wall-clock matches `first <= w <= last`, ascending."""
-        matches = _cron().croniter(self._cron, first - _SECOND, second_at_beginning=True)
+        matches = _cron().croniter(self._fields, first - _SECOND, second_at_beginning=True)
         while True:
             try:
                 wall = matches.get_next(datetime)
@@ -287,7 +301,7 @@ class Schedule:
 
     def _walls_down(self, last: datetime, stop: datetime) -> Iterator[datetime]:
         """croniter's wall-clock matches `stop <= w <= last`, descending."""
-        matches = _cron().croniter(self._cron, last + _SECOND, second_at_beginning=True)
+        matches = _cron().croniter(self._fields, last + _SECOND, second_at_beginning=True)
         while True:
             try:
                 wall = matches.get_prev(datetime)
@@ -314,21 +328,34 @@ def earliest(moments: Iterable[datetime]) -> datetime | None:
 
 
 def _check_cron(cron: object) -> list[str]:
-    """The fields of a usable cron; else `InvalidSchedule` saying what is wrong."""
+    """The fields of a usable cron (an alias's five); else `InvalidSchedule` saying what is
+    wrong."""
     if not isinstance(cron, str):
         raise InvalidSchedule(cron, f"must be a string, not {type(cron).__name__}")
-    fields = cron.split()
+    fields = _expanded(cron).split()
     if len(fields) not in (5, 6):
         raise InvalidSchedule(
             cron, f"expected 5 fields, or 6 with seconds first (got {len(fields)})"
         )
     try:
-        _cron().croniter(cron, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
+        _cron().croniter(" ".join(fields), datetime(2000, 1, 1), second_at_beginning=True
+                         ).get_next(datetime)
     except _cron().CroniterBadDateError:
         raise InvalidSchedule(cron, "never fires (no date matches its day fields)") from None
     except _refusals() as exc:
         raise InvalidSchedule(cron, _what_is_wrong(fields, exc)) from None
     return fields
+
+
+def _expanded(cron: str) -> str:
+    """The five fields an alias stands for; any other cron as it is."""
+    if not cron.strip().startswith("@"):
+        return cron
+    try:
+        return ALIASES[cron.strip()]
+    except KeyError:
+        known = ", ".join(ALIASES)
+        raise InvalidSchedule(cron, f"unknown alias (known: {known})") from None
 
 
 def _what_is_wrong(fields: list[str], exc: Exception) -> str:
@@ -348,11 +375,15 @@ def _zone(cron: str, timezone: object) -> ZoneInfo:
     if isinstance(timezone, ZoneInfo) and timezone.key:
         return timezone
     if not isinstance(timezone, str):
-        raise InvalidSchedule(cron, f"timezone must be a zone name, not {timezone!r}")
+        raise InvalidTimezone(cron, timezone, f"the timezone of schedule {cron!r} must be a "
+                              f"zone name, not {timezone!r}")
     try:
         return ZoneInfo(timezone)
     except (KeyError, ValueError, OSError):
-        raise InvalidSchedule(cron, f"unknown timezone {timezone!r}") from None
+        close = suggest(timezone, available_timezones())
+        raise InvalidTimezone(
+            cron, timezone, f"unknown timezone {timezone!r} for schedule {cron!r}{close}"
+        ) from None
 
 
 def _utc(moment: datetime, name: str, *, up: bool) -> datetime:

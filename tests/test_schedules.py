@@ -20,6 +20,7 @@ from pinrepl.schedules import Schedule, earliest, shown_time
 NEW_YORK = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # its clocks move by 30 minutes
+SANTIAGO = ZoneInfo("America/Santiago")  # its clocks change at midnight
 
 # (zone, local date): 25-hour days, then 23-hour days, in 2026.
 AUTUMN = [(NEW_YORK, (2026, 11, 1)), (LONDON, (2026, 10, 25))]
@@ -269,6 +270,80 @@ def test_same_slots_as_cronsim(cron, zone, ymd):
     assert utc(Schedule(cron, zone).between(start, end)) == expected
 
 
+# -- aliases ----------------------------------------------------------------------------
+
+ALIASES = {
+    "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+@pytest.mark.parametrize(("alias", "fields"), ALIASES.items())
+def test_an_alias_fires_as_its_five_fields_do(alias, fields):
+    start = datetime(2026, 1, 1, tzinfo=NEW_YORK)
+    end = datetime(2028, 1, 1, tzinfo=NEW_YORK)
+    schedule = Schedule(alias, NEW_YORK)
+    assert schedule.cron == alias  # shown as written
+    assert schedule.fixed_time is Schedule(fields).fixed_time
+    if alias == "@hourly":  # two years of hours is slow to list: two DST days are enough
+        for ymd in (2026, 3, 8), (2026, 11, 1):
+            assert utc(slots_on(alias, NEW_YORK, ymd)) == utc(slots_on(fields, NEW_YORK, ymd))
+    else:
+        same = Schedule(fields, NEW_YORK)
+        assert utc(schedule.between(start, end)) == utc(same.between(start, end))
+    moment = datetime(2026, 11, 1, 1, 15, tzinfo=NEW_YORK)
+    assert schedule.next_after(moment) == Schedule(fields, NEW_YORK).next_after(moment)
+
+
+def test_daily_is_fixed_time_and_hourly_follows_real_time():
+    # Midnight is never repeated or skipped in New York; in Santiago the clocks skip from
+    # 00:00 to 01:00 in September, and @daily, fixed-time, fires once after the gap.
+    assert [shown(s) for s in slots_on("@daily", SANTIAGO, (2026, 9, 6))] == ["01:00:00-0300"]
+    assert len(slots_on("@hourly", NEW_YORK, (2026, 11, 1))) == 25
+    assert len(slots_on("@hourly", NEW_YORK, (2026, 3, 8))) == 23
+
+
+@pytest.mark.parametrize(("zone", "ymd"), [*DST_DAYS, (SANTIAGO, (2026, 4, 5)),
+                                           (SANTIAGO, (2026, 9, 6))])
+@pytest.mark.parametrize("alias", ["@hourly", "@daily", "@midnight", "@weekly", "@monthly"])
+def test_aliases_give_the_same_slots_as_cronsim_on_their_five_fields(alias, zone, ymd):
+    cronsim = pytest.importorskip("cronsim")
+    start = datetime(*ymd, tzinfo=zone) - 12 * HOURS
+    end = start + 24 * 40 * HOURS
+    expected = []
+    for slot in cronsim.CronSim(ALIASES[alias], start - timedelta(seconds=1)):
+        if slot >= end:
+            break
+        expected.append(slot.astimezone(UTC))
+    assert utc(Schedule(alias, zone).between(start, end)) == expected
+
+
+@pytest.mark.parametrize("cron", ["@reboot", "@daily 5", "@Daily", "@"])
+def test_an_unknown_alias_is_invalid_and_lists_the_known_ones(cron):
+    with pytest.raises(InvalidSchedule, match=r": unknown alias \(known: @yearly, "):
+        Schedule(cron)
+
+
+def test_a_job_may_schedule_an_alias(make_app):
+    from pinrepl import App
+
+    root = make_app({"nightly.py": """
+        from pinrepl import BackgroundJob
+
+        class Nightly(BackgroundJob):
+            def meta(self):
+                self.schedule("@daily", timezone="Europe/London")
+
+            async def run(self):
+                pass
+    """})
+    registry = App.open(root).jobs
+    assert registry.errors == []
+    (schedule,) = registry.get("nightly").schedules
+    assert schedule == Schedule("@daily", LONDON)
+
+
 # -- invalid schedules ------------------------------------------------------------------
 
 
@@ -305,10 +380,23 @@ def test_a_cron_that_is_not_a_string_is_invalid(cron):
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "utc", "", "America", "../etc/passwd"])
-def test_an_unknown_timezone_is_invalid(zone):
+def test_an_unknown_timezone_is_invalid_and_the_error_blames_the_timezone(zone):
     with pytest.raises(InvalidSchedule) as error:
         Schedule("0 * * * *", zone)
-    assert str(error.value) == f"invalid cron '0 * * * *': unknown timezone {zone!r}"
+    message = str(error.value)
+    assert message.startswith(f"unknown timezone {zone!r} for schedule '0 * * * *'")
+    assert "invalid cron" not in message and "\n" not in message
+
+
+def test_an_unknown_timezone_suggests_close_names_whatever_their_case():
+    with pytest.raises(InvalidSchedule, match=r"\(did you mean: Europe/London[,?]"):
+        Schedule("0 * * * *", "europe/london")
+
+
+def test_a_timezone_that_is_not_a_name_is_invalid():
+    with pytest.raises(InvalidSchedule, match=r"^the timezone of schedule '0 \* \* \* \*' "
+                                              r"must be a zone name, not 5$"):
+        Schedule("0 * * * *", 5)  # type: ignore[arg-type]
 
 
 def test_leap_days_and_rare_weekdays_are_valid():
