@@ -78,7 +78,7 @@ class Engine:
         self.url = database_url(url, root)
         self.tables: dict[str, type[Model]] = {m.__tablename__: m for m in models}
         try:
-            self.engine = create_async_engine(self.url)
+            self.engine = create_async_engine(self.url, connect_args=_connect_args(self.url))
         except (NoSuchModuleError, InvalidRequestError, ArgumentError, ImportError) as exc:
             raise ConfigError(
                 f"cannot use database URL {self.shown_url}: {str(exc).splitlines()[0]}"
@@ -86,8 +86,6 @@ class Engine:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             _sqlite_transactions(self.engine.sync_engine)
-        else:
-            _postgresql_lock_timeout(self.engine.sync_engine)
         self._sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=TenantSession
         )
@@ -245,11 +243,16 @@ def _sqlite_transactions(sync_engine: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def _postgresql_lock_timeout(sync_engine: Any) -> None:
-    """A statement waiting for a lock gives up after `LOCK_TIMEOUT` instead of forever."""
+def _connect_args(url: URL) -> dict[str, Any]:
+    """On PostgreSQL, a statement waiting for a lock gives up after `LOCK_TIMEOUT` instead
+    of forever.
 
-    @event.listens_for(sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
-        cursor.close()
+    It is a setting of the connection, sent when it opens: a `SET` would run inside the
+    driver's implicit first transaction, and the pool's first rollback would undo it.
+    """
+    if url.get_backend_name() != "postgresql":
+        return {}
+    timeout = str(int(LOCK_TIMEOUT * 1000))  # milliseconds
+    if url.get_driver_name() == "asyncpg":
+        return {"server_settings": {"lock_timeout": timeout}}
+    return {"options": f"-c lock_timeout={timeout}"}  # libpq's drivers (psycopg)
