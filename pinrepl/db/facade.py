@@ -170,6 +170,12 @@ class Database:
             async with session.begin_nested():  # see _rollback_keeping_records
                 for key, value in values.items():
                     setattr(record, key, value)
+            # A value that is a SQL expression (`balance=Customer.balance - 1`) is computed
+            # by the database, so the flush expired it (and any server-side onupdate): read
+            # them now, as a later attribute read cannot (it would be I/O outside an await).
+            expired = inspect(record).expired_attributes
+            if expired:
+                await session.refresh(record, list(expired))
 
         await self._run(update, type(record).__tablename__)
 

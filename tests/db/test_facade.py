@@ -155,3 +155,15 @@ async def test_sandbox_rolls_back_every_workspace_and_job(example_app):
     async with example_app.workspace() as fresh:
         assert await fresh.database.users.count() == 6
         assert await fresh.database.notifications.where(sent=False).count() == 12
+
+
+async def test_a_record_updated_with_a_sql_expression_shows_the_new_value(db):
+    users = db.users
+    bob = await users.where(name="Bob").first()
+    await bob.update(name=users.model.name + " Jr")  # computed by the database
+    assert bob.name == "Bob Jr"
+    async with db.transaction():
+        await bob.update(name=users.model.name + ".")
+        assert bob.name == "Bob Jr."
+    assert bob.name == "Bob Jr."
+    assert (await users.where(id=bob.id).first()).name == "Bob Jr."
