@@ -29,6 +29,7 @@ from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
     ConfigError,
+    DatabaseRefused,
     DatabaseUnavailable,
     JobDefinitionError,
     JobLoadError,
@@ -168,10 +169,13 @@ class _FanOutReport:
 
 
 def _not_the_runs_fault(exc: BaseException) -> bool:
-    """A bad setting, an unusable database or a job definition pinrepl cannot use is not a
-    failure of the run, wherever it surfaced: one line, exit 2. Anything else raised while
-    a job runs is its failure."""
-    return isinstance(exc, ConfigError | DatabaseUnavailable | JobDefinitionError)
+    """A bad setting, an unusable database (away, or refusing the statements of tables
+    that differ from the models) or a job definition pinrepl cannot use is not a failure
+    of the run, wherever it surfaced: one line, exit 2. Anything else raised while a job
+    runs is its failure."""
+    return isinstance(
+        exc, ConfigError | DatabaseUnavailable | DatabaseRefused | JobDefinitionError
+    )
 
 
 def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -56,6 +56,21 @@ class DatabaseRefused(PinreplError):
     column that differs from pinrepl's tables, a missing permission."""
 
 
+class MissingColumn(DatabaseRefused):
+    """A table of the database lacks columns its model has. pinrepl creates missing tables
+    but changes no existing one: `pinrepl init-database` lists the columns that differ."""
+
+    def __init__(self, table: str, columns: Sequence[str]) -> None:
+        names = ", ".join(repr(name) for name in columns)
+        lacks, has = ("column", "it") if len(columns) == 1 else ("columns", "them")
+        super().__init__(
+            f"table {table!r} of the database has no {lacks} {names} (its model has {has}); "
+            "pinrepl init-database lists the columns that differ"
+        )
+        self.table = table
+        self.columns = list(columns)
+
+
 class LockTimeout(PinreplError):
     """A statement waited too long for a lock another transaction holds."""
 

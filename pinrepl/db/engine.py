@@ -30,6 +30,7 @@ from ..errors import (
     DatabaseReadOnly,
     DatabaseUnavailable,
     LockTimeout,
+    MissingColumn,
     MissingTable,
     PinreplError,
     SandboxBusy,
@@ -43,7 +44,8 @@ SANDBOX_TURN_TIMEOUT = 5.0
 LOCK_TIMEOUT = 5.0
 
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
-_PG_UNDEFINED_TABLE, _PG_LOCK_NOT_AVAILABLE, _PG_READ_ONLY = "42P01", "55P03", "25006"
+_PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN = "42P01", "42703"
+_PG_LOCK_NOT_AVAILABLE, _PG_READ_ONLY = "55P03", "25006"
 
 
 def database_url(url: str, root: Path) -> URL:
@@ -167,10 +169,34 @@ class Engine:
             self._known_tables.add(name)
         return found
 
+    async def missing_columns(self, tables: Iterable[str]) -> dict[str, list[str]]:
+        """The columns of the models of `tables` that the database's tables lack, by table
+        (a table the database lacks altogether is `has_table`'s to say)."""
+        models = {name: self.tables[name] for name in tables if name in self.tables}
+
+        def find(sync: Any) -> dict[str, list[str]]:
+            inspector = inspect(sync)
+            found: dict[str, list[str]] = {}
+            for name, model in models.items():
+                if not inspector.has_table(name):
+                    continue
+                present = {column["name"] for column in inspector.get_columns(name)}
+                lacking = [c.name for c in model.__table__.columns if c.name not in present]
+                if lacking:
+                    found[name] = lacking
+            return found
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(find)
+
     async def explain(self, error: DBAPIError, tables: Iterable[str]) -> PinreplError | None:
         """The one-line error a user should see for a database `error` raised by a
         statement on `tables`, or None when it is not about the environment (a constraint
-        the data broke, say: that is the caller's to handle)."""
+        the data broke, say: that is the caller's to handle).
+
+        SQLite says a missing table or column with one generic code, so the database is
+        looked at to tell which, rather than the message read."""
+        tables = list(tables)
         code = getattr(error.orig, "sqlite_errorcode", None) or getattr(
             error.orig, "sqlstate", None
         )
@@ -191,6 +217,14 @@ class Engine:
                 return None
             if missing:
                 return MissingTable(missing)
+        if code == _PG_UNDEFINED_COLUMN or code is None or self.is_sqlite:
+            try:
+                lacking = await self.missing_columns(tables)
+            except DBAPIError:
+                return None
+            if lacking:
+                table, columns = next(iter(lacking.items()))
+                return MissingColumn(table, columns)
         return None
 
     @asynccontextmanager
