@@ -3,7 +3,9 @@
 `App(settings)` loads nothing until asked: the job registry, the models and the engine are
 made on first use, then the runner from them. Each part is handed only what it needs: the
 runner gets the registry and a way to open a database, a workspace gets its tenant, its
-database opener and the runner's `run_job`. `aclose()` disposes of the engine.
+database opener and the runner's `run_job`. `aclose()` disposes of the engine and takes
+back what loading added to the interpreter's imports (the app folder on `sys.path`, the
+job modules).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .jobs import JobRegistry, make_importable
+from .jobs import AppImports, JobRegistry
 from .runner import Runner
 from .settings import Settings
 from .workspace import Progress, Workspace
@@ -32,6 +34,7 @@ class App:
         self._models: tuple[ModuleType | None, list[type[Model]]] | None = None
         self._engine: Engine | None = None
         self._runner: Runner | None = None
+        self._imports = AppImports(settings.root, settings.jobs_dir)
 
     @classmethod
     def open(
@@ -49,7 +52,7 @@ class App:
             jobs_dir = self.settings.jobs_dir
             if not jobs_dir.is_dir():
                 raise ConfigError(f"no jobs folder at {jobs_dir} (the app is {self.settings.root})")
-            make_importable(self.settings.root)
+            self._imports.add()
             self._jobs = JobRegistry.discover(
                 self.settings.jobs_dir,
                 default_multi_tenant=self.settings.multi_tenant,
@@ -60,9 +63,25 @@ class App:
         return self._jobs
 
     def reload(self) -> JobRegistry:
-        """Re-read every job file; the new registry replaces the old one."""
+        """Re-read every job file and helper module of the jobs folder; the new registry
+        replaces the old one. The models stay as loaded (see `models_outdated`)."""
         self._jobs = None
         return self.jobs
+
+    @property
+    def models_outdated(self) -> str | None:
+        """One line if the models file changed since it was loaded, else None: a running
+        process cannot swap its models (their tables are defined once), so `reload()`
+        leaves them and only a restart uses the change."""
+        path = self.settings.models_path
+        if self._models is None or path is None:
+            return None
+        from .models_file import changed_since_loaded  # loaded already with the models
+
+        if not changed_since_loaded(path):
+            return None
+        return (f"{path.name} changed since it was loaded, and models cannot be swapped "
+                "while running: restart to use the change")
 
     # -- database -------------------------------------------------------------------------
 
@@ -79,6 +98,7 @@ class App:
         if self._models is None:
             from .models_file import load_models  # SQLAlchemy loads on first database use
 
+            self._imports.add()
             self._models = load_models(self.settings.models_path, self.settings.root)
         return self._models
 
@@ -151,9 +171,12 @@ class App:
         )
 
     async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.aclose()
-            self._engine = None
+        try:
+            if self._engine is not None:
+                await self._engine.aclose()
+                self._engine = None
+        finally:
+            self._imports.undo()
 
     async def __aenter__(self) -> App:
         return self

@@ -1,21 +1,29 @@
 """Jobs and their registry: the `BackgroundJob` base class, and discovery of `jobs/**.py`.
 
 A job's name is its file's path under the jobs folder without `.py`, underscores turned to
-dashes. Each file is imported once per discovery; a file that cannot be used becomes a
-`JobLoadError` in `JobRegistry.errors` and every other job stays usable. Importing this
-module is cheap (every job file does it): no SQLAlchemy.
+dashes. Each file is imported once per discovery, and so is every helper module of the jobs
+folder, however it is imported (`from ._helpers import x`, `from jobs._helpers import x`);
+a file that cannot be used (an import error, a bad cron, schedule arguments that `run()`
+does not take, a job attribute of the wrong kind) becomes a `JobLoadError` in
+`JobRegistry.errors` and every other job stays usable. `AppImports` is what an app adds to
+the interpreter's imports, taken back when the app closes. Importing this module is cheap
+(every job file does it): no SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import itertools
+import math
+import os
 import re
 import sys
 import traceback
 import types
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +41,10 @@ if TYPE_CHECKING:
 JOB_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)*")
 _packages = itertools.count()
 _package_roots: dict[str, Path] = {}
+#: App folders on `sys.path` because of an open app, with how many open apps use each; and
+#: those of them pinrepl put there (a folder that was there before stays when they close).
+_app_folders: Counter[str] = Counter()
+_inserted: set[str] = set()
 
 
 class BackgroundJob:
@@ -61,8 +73,8 @@ class BackgroundJob:
         `run(*args, **kwargs)`, in `timezone` (default: the app's)."""
         self._schedules.append((cron, args, timezone, kwargs))
 
-    def tenants_filter(self, tenants: Query) -> Query:
-        """Which tenants a multi-tenant run covers (default: all)."""
+    def tenants_filter(self, tenants: Query) -> Query | Awaitable[Query]:
+        """Which tenants a multi-tenant run covers (default: all); may be `async def`."""
         return tenants
 
     async def run(self, *args: Any, **kwargs: Any) -> None:
@@ -108,7 +120,7 @@ class JobSpec:
 
     @property
     def tenant_concurrency(self) -> int:
-        return max(1, int(self.cls.tenant_concurrency))
+        return self.cls.tenant_concurrency  # checked when loaded: a whole number >= 1
 
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -240,13 +252,9 @@ def _shown(path: Path) -> str:
 
 def _job_package(root: Path) -> str:
     """A fresh package whose `__path__` is the jobs folder, so job files may import their
-    `_helpers` relatively; a new one per discovery, so `reload()` sees changed files."""
-    stale = [p for p, r in _package_roots.items() if r == root]
-    for old in [m for m in sys.modules if m.split(".")[0] in stale]:
-        del sys.modules[old]
-    for package in stale:
-        del _package_roots[package]
-    importlib.invalidate_caches()
+    `_helpers` relatively; a new one per discovery, and every module of the folder imported
+    before forgotten, so `reload()` runs the files as they are now."""
+    forget_modules(root)
     name = f"pinrepl_jobs_{next(_packages)}"
     _package_roots[name] = root
     module = types.ModuleType(name)
@@ -261,11 +269,66 @@ class _Defaults:
     timezone: ZoneInfo
 
 
-def make_importable(root: Path) -> None:
-    """Put the app folder on `sys.path` (once), so its files import each other by name."""
-    folder = str(root.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+def forget_modules(root: Path) -> None:
+    """Take out of `sys.modules` every module of the folder `root`: the job packages made
+    for it, and any module whose file or package folder is in it, whatever name it was
+    imported by (`jobs._helpers` through the app folder on `sys.path`, say)."""
+    stale = [p for p, r in _package_roots.items() if r == root]
+    for package in stale:
+        del _package_roots[package]
+    # As strings, without resolving each module's path: the app's modules were found
+    # through the folder as given or as resolved (the app folder on `sys.path`).
+    folders = tuple({os.path.join(str(root), ""), os.path.join(str(root.resolve()), "")})
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in stale or _in_folder(module, folders):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _in_folder(module: types.ModuleType | None, folders: tuple[str, ...]) -> bool:
+    places = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or ())]
+    return any(
+        isinstance(place, str) and os.path.join(place, "").startswith(folders)
+        for place in places
+    )
+
+
+class AppImports:
+    """What an open app adds to the interpreter's imports: its folder on `sys.path` (so its
+    files import each other by name) and the modules of its jobs folder. `undo()` takes
+    them back once no other open app of the same folder needs them.
+
+    The models module stays: its tables are defined once per process (SQLAlchemy's
+    metadata keeps them), so importing the file again would define them twice."""
+
+    def __init__(self, root: Path, jobs_dir: Path) -> None:
+        self._folder = str(root.resolve())
+        self._jobs_dir = jobs_dir
+        self._open = False
+
+    def add(self) -> None:
+        """Make the app folder importable (idempotent)."""
+        if self._open:
+            return
+        self._open = True
+        _app_folders[self._folder] += 1
+        if self._folder not in sys.path:
+            sys.path.insert(0, self._folder)
+            _inserted.add(self._folder)
+
+    def undo(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        _app_folders[self._folder] -= 1
+        if _app_folders[self._folder] > 0:
+            return
+        del _app_folders[self._folder]
+        forget_modules(self._jobs_dir)
+        if self._folder in _inserted:
+            _inserted.discard(self._folder)
+            with contextlib.suppress(ValueError):
+                sys.path.remove(self._folder)
 
 
 def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) -> JobSpec:
@@ -304,8 +367,66 @@ def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) 
                        args=args, kwargs=kwargs)
         for cron, args, timezone, kwargs in declared._schedules
     ]
-    multi_tenant = defaults.multi_tenant if cls.multi_tenant is None else bool(cls.multi_tenant)
+    for schedule in schedules:
+        _check_schedule_arguments(cls, schedule, shown)
+    _check_attributes(cls, shown)
+    multi_tenant = defaults.multi_tenant if cls.multi_tenant is None else cls.multi_tenant
     return JobSpec(name, path, cls, schedules, multi_tenant)
+
+
+def _check_schedule_arguments(cls: type[BackgroundJob], schedule: Schedule, shown: str) -> None:
+    """A load error unless the bot's `run(*schedule.args, **schedule.kwargs)` fits `run()`:
+    else the job would list fine and fail at every slot."""
+    signature = inspect.signature(cls.run)
+    try:
+        signature.bind(None, *schedule.args, **schedule.kwargs)
+    except TypeError as exc:
+        params = list(signature.parameters.values())[1:]
+        given = ", ".join([*map(repr, schedule.args),
+                           *(f"{k}={v!r}" for k, v in schedule.kwargs.items())])
+        raise JobLoadError(
+            shown,
+            f"schedule {schedule.cron!r} passes ({given}), which "
+            f"{cls.__name__}.run{signature.replace(parameters=params)} does not take: {exc}",
+        ) from None
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_bool_or_none(value: object) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_seconds(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+#: The job attributes pinrepl reads, what each must be, and how it is told.
+_ATTRIBUTES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "multi_tenant": (_is_bool_or_none,
+                     "True, False, or None for the app's multi_tenant setting"),
+    "tenant_concurrency": (_is_positive_int, "a whole number of at least 1"),
+    "misfire_grace": (_is_seconds, "a number of seconds, 0 or more"),
+    "overlap": (_is_bool, "True or False"),
+}
+
+
+def _check_attributes(cls: type[BackgroundJob], shown: str) -> None:
+    """A load error for a job attribute pinrepl reads that is of the wrong kind, as a bad
+    `[tool.pinrepl]` setting is: `multi_tenant = "no"` would be true."""
+    for attribute, (fits, what) in _ATTRIBUTES.items():
+        value = getattr(cls, attribute)
+        if not fits(value):
+            raise JobLoadError(
+                shown, f"{cls.__name__}.{attribute} = {value!r}: it must be {what}"
+            )
 
 
 def _describe_import_error(exc: Exception, path: Path) -> str:

@@ -1,6 +1,9 @@
 """The app's models file: imported once per process, under its own module name (`models` for
-`models.py`) with the app folder importable, so that `from models import User` in a job file
-gives the very class the database uses.
+`models.py`) with the app folder importable (the app makes it so), so that `from models
+import User` in a job file gives the very class the database uses. Its tables cannot be
+defined twice in one process, so the module stays for the process (a later app of the same
+file gets it back), and `changed_since_loaded` tells when the file is newer than what the
+process runs.
 
 A models file that fails to import is a `ConfigError` naming the file and line; it is
 reported each time it is needed, without growing tracebacks, and jobs that need no models
@@ -20,9 +23,9 @@ from sqlalchemy.exc import InvalidRequestError
 
 from .db.models import BUILT_IN, Model
 from .errors import ConfigError
-from .jobs import make_importable
 
 _loaded: dict[Path, ModuleType] = {}
+_loaded_mtimes: dict[Path, int] = {}
 _failures: dict[tuple[Path, int], str] = {}  # by file and its mtime: a fix is seen
 
 
@@ -51,12 +54,11 @@ def _import(path: Path, root: Path) -> ModuleType:
     loaded = sys.modules.get(name)
     if loaded is not None:
         if _file_of(loaded) == path:  # imported already, e.g. by a job file
-            _loaded[path] = loaded
+            _loaded[path], _loaded_mtimes[path] = loaded, key[1]
             return loaded
         # Another app's models file holds the name in this process (several apps in one
         # test run): this one loads under a name of its own.
         name = f"pinrepl_models_{len(sys.modules)}"
-    make_importable(root)
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -67,8 +69,19 @@ def _import(path: Path, root: Path) -> ModuleType:
         del sys.modules[name]
         _failures[key] = _describe(exc, path)
         raise ConfigError(_failures[key]) from None
-    _loaded[path] = module
+    _loaded[path], _loaded_mtimes[path] = module, key[1]
     return module
+
+
+def changed_since_loaded(path: Path) -> bool:
+    """Whether the models file at `path` changed (or went) since this process loaded it."""
+    path = path.resolve()
+    if path not in _loaded_mtimes:
+        return False
+    try:
+        return path.stat().st_mtime_ns != _loaded_mtimes[path]
+    except OSError:
+        return True
 
 
 def _file_of(module: ModuleType) -> Path | None:

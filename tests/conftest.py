@@ -2,7 +2,8 @@
 click's CliRunner, or in a subprocess where a real process matters), databases.
 
 No test leaks environment into another: the CLI gets its environment explicitly (PINREPL_*
-variables from outside are removed), the root logger and `sys.path` are restored.
+variables from outside are removed), the root logger is restored, and an app that closes
+takes its folder off `sys.path` itself.
 """
 
 from __future__ import annotations
@@ -148,14 +149,6 @@ def one_line(result: Result, code: int = 2) -> str:
     assert result.stderr.startswith("pinrepl: ") and result.stderr.count("\n") == 1, \
         result.stderr
     return result.stderr.removeprefix("pinrepl: ").removesuffix("\n")
-
-
-@pytest.fixture(autouse=True)
-def _restore_sys_path() -> Iterator[None]:
-    """Opening an app puts its folder on `sys.path` (so jobs can import its models)."""
-    saved = list(sys.path)
-    yield
-    sys.path[:] = saved
 
 
 def write_app(root: Path, jobs: dict[str, str], pyproject: str = "", models: str | None = None

@@ -8,6 +8,8 @@ import pytest
 
 from pinrepl import App, JobLoadError, UnknownBackgroundJob
 
+from .conftest import invoke
+
 GOOD = """
 from pinrepl import BackgroundJob
 
@@ -134,3 +136,135 @@ def test_reload_sees_new_changed_and_deleted_files(make_app):
     (root / "jobs" / "one.py").unlink()
     (root / "jobs" / "two.py").write_text(job("print(2)"))
     assert app.reload().names == ["two"]
+
+
+# -- what a job declares is checked when it loads ------------------------------------------
+
+
+def scheduled(schedule: str, run: str = "async def run(self)", attributes: str = "") -> str:
+    return (f"from pinrepl import BackgroundJob\n\nclass Job(BackgroundJob):\n{attributes}"
+            f"    def meta(self):\n        self.schedule({schedule})\n\n"
+            f"    {run}:\n        pass\n")
+
+
+@pytest.mark.parametrize(("schedule", "run", "problem"), [
+    ('"* * * * *", "a", nope=1', "async def run(self)",
+     "schedule '* * * * *' passes ('a', nope=1), which Job.run() does not take: "
+     "too many positional arguments"),
+    ('"0 * * * *", nope=1', "async def run(self, a)",
+     "schedule '0 * * * *' passes (nope=1), which Job.run(a) does not take: "
+     "missing a required argument: 'a'"),
+    ('"@daily"', "async def run(self, who, *, loud)",
+     "schedule '@daily' passes (), which Job.run(who, *, loud) does not take: "
+     "missing a required argument: 'who'"),
+])
+def test_schedule_arguments_that_run_does_not_take_are_a_load_error(
+        make_app, schedule, run, problem):
+    root = make_app({"job.py": scheduled(schedule, run), "good.py": GOOD})
+    registry = App.open(root).jobs
+    assert registry.names == ["good"]
+    (error,) = registry.errors
+    assert error.path.endswith("jobs/job.py") and error.message == problem
+
+
+def test_schedule_arguments_that_fit_run_load(make_app):
+    root = make_app({"job.py": scheduled('"0 * * * *", 1, b=[2], timezone="Europe/London"',
+                                         "async def run(self, a, *, b=None, **rest)")})
+    registry = App.open(root).jobs
+    assert registry.errors == []
+    (schedule,) = registry.get("job").schedules
+    assert (schedule.args, schedule.kwargs) == ((1,), {"b": [2]})
+
+
+@pytest.mark.parametrize(("attribute", "problem"), [
+    ('multi_tenant = "no"', "Job.multi_tenant = 'no': it must be True, False, or None for "
+                            "the app's multi_tenant setting"),
+    ("multi_tenant = 0", "Job.multi_tenant = 0: it must be True, False"),
+    ("tenant_concurrency = 0", "Job.tenant_concurrency = 0: it must be a whole number of at "
+                               "least 1"),
+    ("tenant_concurrency = 2.5", "Job.tenant_concurrency = 2.5: it must be a whole number"),
+    ("tenant_concurrency = True", "Job.tenant_concurrency = True: it must be a whole number"),
+    ("misfire_grace = -5", "Job.misfire_grace = -5: it must be a number of seconds, 0 or more"),
+    ('misfire_grace = "60"', "Job.misfire_grace = '60': it must be a number of seconds"),
+    ('misfire_grace = float("inf")', "Job.misfire_grace = inf: it must be a number"),
+    ('overlap = "yes"', "Job.overlap = 'yes': it must be True or False"),
+])
+def test_a_job_attribute_of_the_wrong_kind_is_a_load_error_naming_it(
+        make_app, attribute, problem):
+    root = make_app({"job.py": scheduled('"0 * * * *"', attributes=f"    {attribute}\n\n"),
+                     "good.py": GOOD})
+    registry = App.open(root).jobs
+    assert registry.names == ["good"]
+    (error,) = registry.errors
+    assert error.path.endswith("jobs/job.py") and error.message.startswith(problem), error
+    assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("attributes", [
+    "    multi_tenant = True\n    tenant_concurrency = 3\n    misfire_grace = 0\n"
+    "    overlap = True\n",
+    "    multi_tenant = None\n    misfire_grace = 1.5\n",
+])
+def test_job_attributes_of_the_right_kind_load(make_app, attributes):
+    root = make_app({"job.py": scheduled('"0 * * * *"', attributes=attributes + "\n")})
+    assert App.open(root).jobs.errors == []
+
+
+# -- reload() ----------------------------------------------------------------------------
+
+HELPED = """
+from pinrepl import BackgroundJob
+from jobs._helpers import fmt
+
+class Greet(BackgroundJob):
+    async def run(self):
+        print(fmt("greet"))
+"""
+
+
+def test_reload_reimports_helpers_imported_by_their_absolute_name(make_app):
+    """`from jobs._helpers import fmt`: the app folder is importable, so `jobs` is a
+    package there; after `reload()` the job runs the helper as the file is now."""
+    root = make_app({"_helpers.py": "def fmt(x):\n    return f'old {x}'\n", "greet.py": HELPED})
+    helpers = root / "jobs" / "_helpers.py"
+    code = "\n".join([
+        "await runBackgroundJob('greet')",
+        "import pathlib",
+        f"_ = pathlib.Path({str(helpers)!r}).write_text("
+        "'def fmt(x):\\n    return f\"new and {x}\"\\n')",
+        "reload()",
+        "await runBackgroundJob('greet')",
+    ])
+    result = invoke("repl", "--app", root, "--execute", code)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "old greet\n1 job reloaded: greet\nnew and greet\n"
+
+
+MODELS = """
+from sqlalchemy.orm import Mapped, mapped_column
+from pinrepl import Model
+
+class Thing{n}(Model):
+    __tablename__ = "things_{n}"
+    id: Mapped[int] = mapped_column(primary_key=True)
+"""
+
+
+def test_reload_says_when_the_models_file_changed_that_a_restart_uses_it(make_app, tmp_path):
+    suffix = tmp_path.name.replace("-", "_")  # tables are defined once per process
+    root = make_app({"one.py": job()}, models=MODELS.format(n=f"{suffix}_a"))
+    models = root / "models.py"
+    code = "\n".join([
+        "reload()",
+        "import pathlib",
+        f"_ = pathlib.Path({str(models)!r}).write_text('# changed')",
+        "reload()",
+    ])
+    result = invoke("repl", "--app", root, "--execute", code)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "1 job reloaded: one\n"
+        "1 job reloaded: one\n"
+        "models.py changed since it was loaded, and models cannot be swapped while running: "
+        "restart to use the change\n"
+    )

@@ -192,6 +192,8 @@ class Bot:
                  counted(len(plan), "schedule"))
         for error in registry.errors:
             log.warning("load error: %s", error)
+        if self.app.models_outdated is not None:
+            log.warning("%s", self.app.models_outdated)
         return plan
 
     # -- signals ----------------------------------------------------------------------------

@@ -178,11 +178,15 @@ class Console:
         await self.workspace.run_background_job(name, *args, **kwargs)
 
     def reload(self) -> None:
-        """Re-read the job files: new, changed and deleted ones; print any load errors."""
+        """Re-read the job files and the jobs folder's helpers: new, changed and deleted
+        ones; print any load errors, and say if the models file changed (a restart uses
+        it)."""
         self.ready()
         self.app.reload()
         self._jobs_loaded = True
         print(self._jobs_summary("reloaded"))
+        if self.app.models_outdated is not None:
+            print(self.app.models_outdated)
 
     def echo(self, on: bool = True) -> None:
         """Print each SQL statement the app runs (the session's and its jobs'), with its
