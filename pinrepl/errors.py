@@ -122,6 +122,11 @@ class UnknownTenant(PinreplError, LookupError):
         return self.args[0]
 
 
+class AmbiguousTenant(UnknownTenant):
+    """A tenant reference that is one tenant's id and another's name (a tenant named `2`);
+    `id:2` or `name:2` chooses."""
+
+
 class NoTenantsTable(MissingTable):
     """A multi-tenant run needs the `tenants` table, and the database has none."""
 

@@ -4,19 +4,26 @@ one run per tenant, and which tenants a run covers.
 A run has two phases. `prepare` resolves what the caller asked for (the job, its arguments,
 the tenants the caller chose) and raises the caller's mistakes; `execute` runs the job's
 code (its `tenants_filter`, then `run()`), and whatever it raises is the job's failure.
-Every run gets its own `Workspace`, torn down in a `finally`. A failing run's exception
-reaches the caller with a note naming the job (and tenant). A fan-out runs every tenant
-even when some fail, then raises `BackgroundJobFailed`.
+Every run gets its own `Workspace`, torn down in a `finally`, and so does the job's
+`tenants_filter` (which may be `async def`). A failing run's exception reaches the caller
+with a note naming the job (and tenant). A fan-out runs every tenant even when some fail,
+then raises `BackgroundJobFailed`.
+
+A tenant reference is a row, an int (an id), or a string: `id:2` and `name:2` say which,
+and a bare `2` is an id or a name, refused as ambiguous when it is one tenant's id and
+another's name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AmbiguousTenant,
     BackgroundJobExit,
     BackgroundJobFailed,
     BadJobArguments,
@@ -30,7 +37,7 @@ from .jobs import JobRegistry, JobSpec
 from .workspace import Progress, Workspace
 
 if TYPE_CHECKING:
-    from .db import Database, Tenant
+    from .db import Database, Query, Tenant
 
 #: Tenant ids are ASCII digits that fit `tenants.id`, an INTEGER column (32 bits on
 #: PostgreSQL); anything else is a name.
@@ -99,7 +106,9 @@ class Runner:
                         select=chosen is None and spec.multi_tenant)
 
     async def resolve_tenants(self, refs: Iterable[Any]) -> list[Tenant]:
-        """Tenant rows for `refs` (rows, ids or names), each once, in the order given."""
+        """Tenant rows for `refs` (rows, ids, names, `id:N` or `name:X`), each once, in the
+        order given; `UnknownTenant`, or `AmbiguousTenant` for a bare reference that is one
+        tenant's id and another's name."""
         database = self._open_database(None)
         try:
             await _require_tenants_table(database, None)
@@ -187,22 +196,16 @@ class Runner:
             )
 
     async def select_tenants(self, spec: JobSpec) -> list[Tenant]:
-        """The tenants `spec`'s `tenants_filter` selects, in id order."""
+        """The tenants `spec`'s `tenants_filter` selects, in id order. The filter runs in a
+        workspace of its own (its `self.database` and so on), torn down afterwards."""
         database = self._open_database(None)
         try:
             await _require_tenants_table(database, spec.name)
             tenants = database.tenants
-            try:
-                query = spec.cls(self.workspace()).tenants_filter(tenants)
-            except Exception as exc:
-                exc.add_note(f"in tenants_filter of background job {spec.name!r}")
-                raise
-            if getattr(query, "model", None) is not tenants.model:
-                raise JobDefinitionError(
-                    f"background job {spec.name!r}: tenants_filter must return a query of "
-                    f"tenants (like tenants.where(active=True)), not {type(query).__name__}"
-                )
-            return await query.order_by(tenants.model.id).all()
+            async with self.workspace() as workspace:
+                query = await _tenants_filter(spec, workspace, tenants)
+                model: Any = tenants.model
+                return await query.order_by(model.id).all()
         finally:
             await database.aclose()
 
@@ -223,17 +226,64 @@ def check_arguments(spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) from None
 
 
+async def _tenants_filter(spec: JobSpec, workspace: Workspace, tenants: Query) -> Query:
+    """What the job's `tenants_filter` returns (awaited if it is `async def`), checked to be
+    a query of tenants; its exceptions carry a note naming the job."""
+    try:
+        query = spec.cls(workspace).tenants_filter(tenants)
+        if inspect.isawaitable(query):
+            query = await query
+    except Exception as exc:
+        exc.add_note(f"in tenants_filter of background job {spec.name!r}")
+        raise
+    if getattr(query, "model", None) is not tenants.model:
+        raise JobDefinitionError(
+            f"background job {spec.name!r}: tenants_filter must return a query of "
+            f"tenants (like tenants.where(active=True)), not {type(query).__name__}"
+        )
+    return query
+
+
+def _as_id(text: str) -> int | None:
+    """`text` as a tenant id if it can be one, else None."""
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_TENANT_ID \
+        else None
+
+
 async def _find_tenant(database: Database, ref: Any) -> Tenant:
     model: type[Tenant] = database.tenants.model  # type: ignore[assignment]
     if isinstance(ref, model):
         return ref
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return await _one_tenant(database, str(ref), ref, None)
     text = str(ref)
-    by_id = text.isascii() and text.isdigit() and int(text) <= MAX_TENANT_ID
-    query = database.tenants.where(id=int(text)) if by_id else database.tenants.where(name=text)
-    tenant = await query.first()
+    kind, _, rest = text.partition(":")
+    if kind == "id" and rest:
+        tenant_id = _as_id(rest)
+        if tenant_id is None:
+            raise UnknownTenant(f"unknown tenant {text!r}: a tenant id is a whole number")
+        return await _one_tenant(database, text, tenant_id, None)
+    if kind == "name" and rest:
+        return await _one_tenant(database, text, None, rest)
+    return await _one_tenant(database, text, _as_id(text), text)
+
+
+async def _one_tenant(database: Database, ref: str, tenant_id: int | None, name: str | None
+                      ) -> Tenant:
+    """The tenant whose id is `tenant_id` or whose name is `name`: one, else an error."""
+    by_id = await database.tenants.where(id=tenant_id).first() if tenant_id is not None \
+        else None
+    by_name = await database.tenants.where(name=name).first() if name is not None else None
+    if by_id is not None and by_name is not None and by_id.id != by_name.id:
+        raise AmbiguousTenant(
+            f"tenant {ref!r} is ambiguous: it is the id of tenant {by_id.id} "
+            f"({by_id.name!r}) and the name of tenant {by_name.id}; choose with "
+            f"id:{ref} or name:{ref}"
+        )
+    tenant = by_id or by_name
     if tenant is None:
         names = [t.name for t in await database.tenants.all()]
-        raise UnknownTenant(f"unknown tenant {text!r}{suggest(text, names)}")
+        raise UnknownTenant(f"unknown tenant {ref!r}{suggest(name or ref, names)}")
     return tenant
 
 

@@ -22,6 +22,7 @@ from pinrepl import (
     UnknownBackgroundJob,
     UnknownColumn,
     UnknownTenant,
+    Workspace,
 )
 
 from .conftest import FAN_OUT_JOBS, write_app, write_example_app
@@ -217,6 +218,21 @@ TENANT_JOBS = {
                 finally:
                     RUNNING.discard(self.tenant.name)
     """,
+    "async_filter.py": """
+        from pinrepl import BackgroundJob
+
+        class AsyncFilter(BackgroundJob):
+            multi_tenant = True
+
+            async def tenants_filter(self, tenants):
+                # Reads through the filter's own workspace: a session that holds a connection
+                # until the workspace is torn down.
+                active = await self.database.tenants.where(active=True).all()
+                return tenants.where(tenants.model.id.in_([t.id for t in active]))
+
+            async def run(self):
+                print("async-filtered", self.tenant.name)
+    """,
     "slow.py": """
         import asyncio
         from pinrepl import BackgroundJob
@@ -358,6 +374,47 @@ async def test_cancelling_mid_fan_out_closes_every_workspace(tapp):
         await task
     assert tapp.engine.engine.pool.checkedout() == 0
     assert await tapp.database().users.where(name="half-done").count() == 0
+
+
+async def test_an_async_tenants_filter_is_awaited_and_its_workspace_torn_down(tapp, capsys):
+    await tapp.run_background_job("async-filter")  # no RuntimeWarning: warnings are errors
+    assert capsys.readouterr().out == "async-filtered acme\nasync-filtered globex\n"
+    assert tapp.engine.engine.pool.checkedout() == 0  # the filter's session is closed
+
+
+async def test_the_workspace_a_tenants_filter_runs_in_is_torn_down(tapp, monkeypatch):
+    closed = []
+    aclose = Workspace.aclose
+
+    async def recorded(workspace):
+        closed.append(workspace.tenant.name if workspace.tenant is not None else None)
+        await aclose(workspace)
+
+    monkeypatch.setattr(Workspace, "aclose", recorded)
+    await tapp.run_background_job("active-only")
+    # the two tenants' runs, and the filter's workspace (no tenant)
+    assert sorted(closed, key=str) == [None, "acme", "globex"]
+
+
+async def test_an_async_tenants_filter_that_raises_names_the_job(tapp, tmp_path):
+    root = write_example_app(tmp_path / "raises", {"job.py": """
+        from pinrepl import BackgroundJob
+
+        class Job(BackgroundJob):
+            multi_tenant = True
+
+            async def tenants_filter(self, tenants):
+                raise LookupError("no plan")
+
+            async def run(self):
+                pass
+    """}, demo=False)
+    url = tapp.engine.url.render_as_string(hide_password=False)
+    async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app:
+        with pytest.raises(LookupError) as raised:
+            await app.run_background_job("job")
+        assert raised.value.__notes__ == ["in tenants_filter of background job 'job'"]
+        assert app.engine.engine.pool.checkedout() == 0
 
 
 async def test_bad_tenants_filters_name_the_job(tapp):
