@@ -383,6 +383,7 @@ def generate_background_job(name: str, app_dir: Path | None) -> None:
 async def init_database(demo: bool, app_dir: Path | None) -> None:
     """Create the tables (the built-in tenants and the app's models)."""
     async with App(Settings.load(app_dir)) as app:
+        app.jobs  # noqa: B018  # a folder without a jobs folder is no app: as every command
         await app.init_database(demo=demo, echo=click.echo)
 
 

@@ -648,13 +648,23 @@ def test_a_cron_that_never_fires_is_a_load_error_and_the_rest_are_listed(tmp_pat
 
 @pytest.mark.parametrize("command", [["list-background-jobs"],
                                      ["run-background-job", "--name", "good"],
-                                     ["bot", "--once"]])
+                                     ["bot", "--once"], ["init-database"]])
 def test_a_missing_jobs_folder_is_one_line_saying_where_it_looked(tmp_path, command):
     app = write_app(tmp_path / "a", {"good.py": GOOD}, pyproject="""
         [tool.pinrepl]
         jobs = "tasks"
     """)
     assert f"no jobs folder at {app / 'tasks'}" in one_line(invoke(*command, "--app", app))
+    assert not (app / "pinrepl.db").exists()
+
+
+def test_init_database_in_a_folder_that_is_no_app_creates_nothing(tmp_path, monkeypatch):
+    folder = tmp_path / "not-an-app"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert one_line(invoke("init-database", "--app", folder)) == (
+        f"no jobs folder at {folder / 'jobs'} (the app is {folder})")
+    assert list(folder.iterdir()) == []
 
 
 # -- generate-background-job -------------------------------------------------------------------
