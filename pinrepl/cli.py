@@ -13,7 +13,6 @@ import logging
 import math
 import re
 import sys
-import traceback
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import wraps
@@ -25,6 +24,7 @@ import click
 from . import __version__
 from .app import App
 from .console import LOG_FORMAT
+from .console.evaluator import print_exception
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -244,7 +244,7 @@ def _run_failed(exc: Exception, report: _FanOutReport) -> int:
     if all(_not_the_runs_fault(failure) for failure in failures):
         raise failures[0]
     for failure in failures:
-        traceback.print_exception(failure)
+        print_exception(failure)  # as the REPL shows it: without pinrepl's frames
     if fan_out:
         click.echo(report.summary(), err=True)
     return 1

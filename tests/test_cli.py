@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -52,6 +53,19 @@ JOBS = {
         class RiskyOperation(BackgroundJob):
             async def run(self):
                 raise RuntimeError("the risky operation failed")
+    """,
+    "parse_count.py": """
+        from pinrepl import BackgroundJob
+
+        def parse(text):
+            return int(text)
+
+        class ParseCount(BackgroundJob):
+            async def run(self, text):
+                try:
+                    parse(text)
+                except ValueError as exc:
+                    raise RuntimeError("cannot parse the count") from exc
     """,
     "count_users.py": """
         from pinrepl import BackgroundJob
@@ -175,6 +189,26 @@ def test_failing_job_exits_1_with_its_traceback(app):
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "RuntimeError: the risky operation failed\nin background job 'risky-operation'" \
         in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--name", "parse-count", "x"], ["--name", "flaky"]])
+def test_a_failing_jobs_traceback_shows_the_jobs_frames_not_pinrepls(demo, args):
+    """As the REPL shows it: the job's frames, chained exceptions and notes, and none of
+    the frames of pinrepl (the CLI, the runner, the database facade) that ran it."""
+    app, env = demo
+    result = run(app, *args, env=env)
+    assert result.exit_code == 1, result.output
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\w+)', result.stderr)
+    job = str(app / "jobs" / (args[1].replace("-", "_") + ".py"))
+    if args[1] == "parse-count":
+        assert frames == [(job, "run"), (job, "parse"), (job, "run")], result.stderr
+        assert "ValueError: invalid literal for int() with base 10: 'x'\n\nThe above " \
+            "exception was the direct cause of the following exception:" in result.stderr
+        assert result.stderr.endswith(
+            "RuntimeError: cannot parse the count\nin background job 'parse-count'\n")
+    else:  # a fan-out: each failed tenant's traceback
+        assert frames == [(job, "run")] * 2, result.stderr
+        assert result.stderr.count("in background job 'flaky' for tenant") == 2
 
 
 @pytest.mark.parametrize(("args", "message"), [
