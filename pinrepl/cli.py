@@ -54,14 +54,26 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _TimedFormatter(logging.Formatter):
+    """`2026-12-02T00:45:00.123+00:00 INFO pinrepl.bot: message`: each line starts with
+    its time (ISO 8601, UTC to the millisecond), for a log that is kept in a file; UTC so
+    that the logs of bots on several machines read in one order."""
+
+    def __init__(self) -> None:
+        super().__init__(f"%(asctime)s {LOG_FORMAT}")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 @contextlib.contextmanager
-def logging_to_stderr() -> Iterator[None]:
+def logging_to_stderr(formatter: logging.Formatter | None = None) -> Iterator[None]:
     """While a command runs, log INFO and up to the current stderr as `LEVEL logger:
-    message`; the root logger is restored afterwards. Only commands do this: pinrepl as a
-    library leaves logging to its user."""
+    message` (or as `formatter` says); the root logger is restored afterwards. Only
+    commands do this: pinrepl as a library leaves logging to its user."""
     root = logging.getLogger()
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter or logging.Formatter(LOG_FORMAT))
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -530,7 +542,7 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
     them); SIGHUP re-reads the job files."""
     from .bot.scheduler import Bot  # only this command needs the bot
 
-    with logging_to_stderr():
+    with logging_to_stderr(_TimedFormatter()):  # the bot's log is kept: each line says when
         async with App(Settings.load(app_dir)) as app:
             return await Bot(app, concurrency=concurrency, grace=grace, lease=lease).run(once)
 

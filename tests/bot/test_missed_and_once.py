@@ -162,8 +162,10 @@ def ran_once(tmp_path_factory):
         # A slot older than keep_runs_days that ran recently stays.
         {"job": "late", "scheduled_for": now - timedelta(days=40), "started_at": now},
     ]))
+    started = datetime.now(UTC)
     first, failed = once(root, url), once(failing, failing_url)
     results = {"first": finished(first), "failing": finished(failed)}
+    results["window"] = (started, datetime.now(UTC))
     results["again"] = finished(once(root, url))
     return root, url, failing, failing_url, earlier, results
 
@@ -185,6 +187,19 @@ def test_once_runs_what_is_due_now_and_exits_0(ran_once):
     assert by_job["minutely"]["status"] == "succeeded" and minutely > earlier
     missed = int((minutely - earlier).total_seconds() // 60) - 1
     assert f"missed {missed} slots of minutely '* * * * *'" in log
+
+
+def test_every_line_the_bot_logs_starts_with_its_time(ran_once):
+    """ISO 8601 in UTC to the millisecond, so that a log appended to a file says when."""
+    *_rest, results = ran_once
+    started, ended = results["window"]
+    lines = results["first"][1].splitlines()
+    assert len(lines) >= 3
+    for line in lines:
+        stamp, level, logger, _message = line.split(" ", 3)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp), line
+        assert started - timedelta(seconds=1) < at(stamp) < ended, line
+        assert (level, logger) in {("INFO", "pinrepl.bot:"), ("WARNING", "pinrepl.bot:")}
 
 
 def test_once_leaves_the_slots_another_bot_claimed(ran_once):
