@@ -448,9 +448,25 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
         return await interact(console, history_path(settings.root))
 
 
+def _transcript_files(ctx: click.Context, param: click.Parameter, paths: tuple[Path, ...]
+                      ) -> list[Path]:
+    """PATHS as given, a folder standing for the `test_*.transcript` files below it (as
+    pytest collects them), each file once."""
+    from .console.transcripts import found_in  # only this command needs it
+
+    files: list[Path] = []
+    for path in paths:
+        found = found_in(path) if path.is_dir() else [path]
+        if not found:
+            raise click.BadParameter(f"no test_*.transcript file below folder {path}", ctx,
+                                     param)
+        files += found
+    return list(dict.fromkeys(files))
+
+
 @cli.command("transcript")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, callback=_transcript_files,
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--update", is_flag=True, help="Rewrite the expected output of what differs.")
 @click.option("--no-sandbox", is_flag=True, help="Keep the database writes of the replay.")
 @click.option("--database", type=click.Choice(["test", "app"]), default="test",
@@ -458,12 +474,13 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
               help="Replay on a test database made for the run, or on the app's own.")
 @app_option
 @command
-async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool, database: str,
+async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database: str,
                      app_dir: Path | None) -> int:
-    """Replay transcript FILES through the REPL's evaluator and show the differences.
+    """Replay transcript files through the REPL's evaluator and show the differences.
 
-    Each file replays against its app (--app, else the nearest app folder above the file)
-    in a sandbox of its own unless --no-sandbox."""
+    PATHS are files, or folders whose test_*.transcript files (at any depth, as pytest
+    collects them) all replay. Each file replays against its app (--app, else the
+    nearest app folder above the file) in a sandbox of its own unless --no-sandbox."""
     from .console.transcripts import (  # only this command needs them
         Transcript,
         create_test_database,
@@ -472,7 +489,7 @@ async def transcript(files: tuple[Path, ...], update: bool, no_sandbox: bool, da
         updated,
     )
 
-    parsed = [Transcript.read(path) for path in files]  # all malformed files fail first
+    parsed = [Transcript.read(path) for path in paths]  # all malformed files fail first
     scripts = [(script, Settings.load(app_dir or find_app(script.path.parent)))
                for script in parsed]
     apps = {settings.root: settings for _script, settings in scripts}

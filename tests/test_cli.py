@@ -818,6 +818,33 @@ def test_a_transcript_replays_against_the_nearest_app_above_it(app, tmp_path, mo
     assert (result.exit_code, result.stderr) == (0, ""), result.output
 
 
+def test_a_folder_replays_every_test_transcript_below_it_as_pytest_collects(app, monkeypatch):
+    fails = "pinrepl > 1\n2\n"
+    write_transcripts(app / "tests", {
+        "test_counts.transcript": "pinrepl > 1 + 1\n2\n",
+        "notes.transcript": fails,  # not a test_ file: pytest leaves it out too
+    })
+    write_transcripts(app / "tests" / "deep", {"test_email.transcript": (
+        "pinrepl > await runBackgroundJob('send-email', 'a', 'b')\nemail to a: b\n")})
+    write_transcripts(app / "tests" / ".hidden", {"test_hidden.transcript": fails})
+    write_transcripts(app / "tests" / "venv", {"test_venv.transcript": fails})
+    monkeypatch.chdir(app)
+    result = invoke("transcript", "tests", "tests/deep/test_email.transcript")
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    assert result.stdout == (
+        "tests/deep/test_email.transcript: 1 of 1 examples passed\n"  # once, though named
+        "tests/test_counts.transcript: 1 of 1 examples passed\n"
+    )
+
+
+def test_a_folder_without_test_transcripts_is_one_line(app, monkeypatch):
+    write_transcripts(app / "tests", {"notes.transcript": "pinrepl > 1\n1\n"})
+    monkeypatch.chdir(app)
+    assert one_line(invoke("transcript", "tests")) == (
+        "Invalid value for 'PATHS...': no test_*.transcript file below folder tests "
+        "(see: pinrepl transcript --help)")
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["nosuch"], "No such command 'nosuch'. (see: pinrepl --help)"),
     (["run-background-job", "--bogus"],

@@ -329,3 +329,22 @@ async def create_test_database(settings: Settings) -> Settings:
 
 async def drop_test_database(settings: Settings) -> None:
     await drop_scratch_database(settings.database_url)
+
+
+#: Folders `found_in` does not enter: pytest's default `norecursedirs` (and, as pytest,
+#: virtual environments), so that `pinrepl transcript FOLDER` replays what pytest collects.
+NOT_SEARCHED = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv",
+                "{arch}")
+
+
+def found_in(folder: Path) -> list[Path]:
+    """The `test_*.transcript` files below `folder`, in the order pytest collects them."""
+    found: list[Path] = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if not any(path.match(pattern) for pattern in NOT_SEARCHED) and \
+                    not (path / "pyvenv.cfg").is_file():
+                found += found_in(path)
+        elif path.name.startswith("test_") and path.suffix == ".transcript":
+            found.append(path)
+    return found
