@@ -196,6 +196,9 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
             raise BadJobArguments(f"--kwarg {pair!r} is not KEY=VALUE (KEY a Python name)")
+        if key in kwargs:
+            raise BadJobArguments(f"--kwarg {key!r} is given twice ({kwargs[key]!r} and "
+                                  f"{value!r})")
         kwargs[key] = value
     return kwargs
 
@@ -528,19 +531,25 @@ MAX_SECONDS = 7 * 24 * 3600
 class _Seconds(click.FloatRange):
     """A number of seconds within the range: click's FloatRange lets `nan` through."""
 
-    name = "seconds"
+    name = "number of seconds"  # click says "'abc' is not a valid {name}."
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
         seconds = super().convert(value, param, ctx)
         if math.isnan(seconds):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
         return seconds
 
 
+class _Count(click.IntRange):
+    """A whole number within the range (click's own reads "not a valid integer range")."""
+
+    name = "whole number"
+
+
 @cli.command("bot")
-@click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True,
-              help="At most this many runs of this bot at once.")
+@click.option("--concurrency", type=_Count(min=1), default=10, show_default=True,
+              metavar="N", help="At most this many runs of this bot at once.")
 @click.option("--grace", type=_Seconds(min=0, max=MAX_SECONDS), default=30.0,
               show_default=True, metavar="SECONDS",
               help="When stopped, how long running jobs get to finish.")

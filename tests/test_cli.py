@@ -191,6 +191,12 @@ def test_failing_job_exits_1_with_its_traceback(app):
         in result.stderr
 
 
+def test_a_kwarg_given_twice_is_one_line(app):
+    result = run(app, "--name", "letter", "ann@x.org", "--kwarg", "subject=a",
+                 "--kwarg", "subject=b")
+    assert one_line(result) == "--kwarg 'subject' is given twice ('a' and 'b')"
+
+
 @pytest.mark.parametrize("args", [["--name", "parse-count", "x"], ["--name", "flaky"]])
 def test_a_failing_jobs_traceback_shows_the_jobs_frames_not_pinrepls(demo, args):
     """As the REPL shows it: the job's frames, chained exceptions and notes, and none of

@@ -45,6 +45,16 @@ def test_bad_options_are_a_usage_error_naming_the_option(app, options):
     assert not (app / "pinrepl.db").exists()
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--grace", "abc"], "'--grace': 'abc' is not a valid number of seconds. "),
+    (["--lease", "nan"], "'--lease': 'nan' is not a valid number of seconds. "),
+    (["--concurrency", "x"], "'--concurrency': 'x' is not a valid whole number. "),
+])
+def test_a_value_that_is_no_number_says_what_it_must_be(app, options, message):
+    assert one_line(invoke("bot", "--app", app, *options)) == (
+        f"Invalid value for {message}(see: pinrepl bot --help)")
+
+
 @pytest.mark.parametrize("command", [["bot"], ["bot", "--once"], ["list-background-job-runs"]])
 def test_no_database_is_one_line(app, command):
     line = one_line(invoke(*command, "--app", app))
