@@ -37,7 +37,6 @@ from .errors import (
     UnknownBackgroundJob,
 )
 from .jobs import job_name_of
-from .schedules import earliest, shown_time
 from .settings import Settings, find_app
 from .statuses import STATUSES
 
@@ -273,68 +272,35 @@ def _run_failed(exc: Exception, report: _FanOutReport) -> int:
 @app_option
 @command
 async def list_background_jobs(as_json: bool, app_dir: Path | None) -> int:
-    """List the jobs: schedules, next and last run in the app's timezone, tenancy, load
-    errors.
+    """List the jobs: each schedule (its timezone when not the app's, its arguments, its
+    next slot), next and last run in the app's timezone, tenancy, load errors.
 
-    Exits 1 when a job file failed to load."""
+    Exits 1 when a job file or the models file failed to load, or when the last runs
+    could not be read (the reason on stderr, and in the JSON)."""
+    from .overview import app_overview  # only the listings need it
+
     async with App(Settings.load(app_dir)) as app:
-        registry = app.jobs
-        last_runs = await _last_runs(app)
-    timezone = app.settings.timezone
-    now = datetime.now(UTC)
-    jobs = []
-    for spec in registry:
-        upcoming = earliest(s.next_after(now) for s in spec.schedules)
-        last = last_runs.get(spec.name)
-        jobs.append((spec, upcoming, last))
-    errors = [{"file": e.path, "error": e.message} for e in registry.errors]
+        overview = await app_overview(app)
+    from .console.listing import jobs_table, jobs_text, problems
+
     if as_json:
-        click.echo(json.dumps({"timezone": timezone.key, "jobs": [{
-            "name": spec.name,
-            "file": str(spec.path.relative_to(app.settings.root)),
-            "schedules": [s.cron for s in spec.schedules],
-            "next_run": upcoming.astimezone(timezone).isoformat() if upcoming else None,
-            "last_run": last.as_json() if last else None,
-            "multi_tenant": spec.multi_tenant,
-        } for spec, upcoming, last in jobs], "errors": errors}, indent=2))
+        click.echo(json.dumps(overview.as_json(), indent=2, default=str))
     else:
-        from rich.console import Console  # rich loads only to draw
-        from rich.table import Table
-
-        table = Table(title=f"background jobs (times in {timezone.key})")
-        for column in ("name", "schedules", "next run", "last run", "multi-tenant"):
-            table.add_column(column)
-        for spec, upcoming, last in jobs:
-            table.add_row(
-                spec.name, "\n".join(s.cron for s in spec.schedules) or "-",
-                shown_time(upcoming, timezone) if upcoming else "-",
-                f"{last.shown_status()} {shown_time(last.scheduled_for, timezone)}"
-                if last else "-",
-                "yes" if spec.multi_tenant else "no",
-            )
-        Console(soft_wrap=True).print(table)
-        for error in errors:
-            Console(stderr=True, soft_wrap=True, highlight=False).print(
-                f"load error: {error['file']}: {error['error']}", markup=False
-            )
-    return 1 if errors else 0
+        _print_listing(jobs_text(overview), lambda: jobs_table(overview))
+    for line in problems(overview):
+        click.echo(line, err=True)
+    return 1 if overview.load_errors or overview.unknown else 0
 
 
-async def _last_runs(app: App) -> dict[str, Any]:
-    """Each job's last run by the bot; nothing when the database cannot say (none yet, no
-    runs table, unreachable): the listing does not need a database."""
-    from sqlalchemy.exc import DBAPIError  # SQLAlchemy loads only for the history
+def _print_listing(text: str, table: Callable[[], Any]) -> None:
+    """A listing as a rich table on a terminal; as plain aligned text otherwise, so that
+    `grep` and scripts read every line whole (rich would size it to 80 columns)."""
+    if not sys.stdout.isatty():
+        click.echo(text)
+        return
+    from rich.console import Console  # rich loads only to draw
 
-    from .db.runs import last_runs
-
-    database = app.database()
-    try:
-        async with asyncio.timeout(5):
-            return await last_runs(database)
-    except (PinreplError, DBAPIError, OSError, TimeoutError):
-        return {}
-    finally:
-        await database.aclose()
+    Console(highlight=False).print(table(), crop=False)
 
 
 # -- generate-background-job --------------------------------------------------------------
@@ -586,7 +552,7 @@ async def list_background_job_runs(name: str | None, status: str | None, limit: 
     """List the bot's runs, newest first (times in the app's timezone).
 
     A JOB that is neither a job of the app nor in the history is an error."""
-    from .db.runs import job_names, list_runs, run_as_json, shown_args  # only this command
+    from .db.runs import job_names, list_runs, run_as_json, tenant_names  # only this command
 
     async with App(Settings.load(app_dir)) as app:
         database = app.database()
@@ -596,28 +562,22 @@ async def list_background_job_runs(name: str | None, status: str | None, limit: 
                 history = await job_names(database)
                 if name not in history:
                     raise UnknownBackgroundJob(name, sorted({*app.jobs.names, *history}))
+            tenants = {} if as_json else await tenant_names(
+                database, [run.tenant_id for run in runs if run.tenant_id is not None])
         finally:
             await database.aclose()
         zone = app.settings.timezone
     if as_json:
         click.echo(json.dumps([run_as_json(run) for run in runs], indent=2))
         return
-    from rich.console import Console  # rich loads only to draw
-    from rich.table import Table
+    if not runs:
+        of = f" of {name!r}" if name is not None else ""
+        click.echo(f"no {status} runs{of} yet" if status else f"no runs{of} yet")
+        return
+    from .console.listing import runs_rows, runs_table, runs_text
 
-    table = Table(title=f"background job runs (times in {zone.key})")
-    for column in ("id", "job", "tenant", "slot", "status", "took", "bot", "error"):
-        table.add_column(column, no_wrap=column in ("slot", "status"))
-    for run in runs:
-        took = "-" if run.finished_at is None else \
-            f"{(run.finished_at - run.started_at).total_seconds():.3f} s"
-        table.add_row(
-            str(run.id), run.job + shown_args(run.args),
-            "-" if run.tenant_id is None else str(run.tenant_id),
-            run.scheduled_for.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
-            took, run.bot, run.error or "",
-        )
-    Console(soft_wrap=True, highlight=False).print(table)
+    rows = runs_rows(runs, zone, tenants)
+    _print_listing(runs_text(rows, zone), lambda: runs_table(rows, zone))
 
 
 def _names_a_job(app: App, name: str) -> bool:

@@ -22,6 +22,10 @@ STATUSES = tuple(MEANINGS)
 _PRECEDENCE = ("running", "failed", "abandoned", "cancelled", "succeeded", "skipped")
 
 
+#: The statuses of a run that never started: it has no duration.
+NOT_RUN = frozenset({"skipped"})
+
+
 def slot_status(statuses: Iterable[str]) -> str:
     """The status of a slot whose runs have `statuses`."""
     present = set(statuses)

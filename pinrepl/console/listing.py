@@ -1,110 +1,175 @@
-"""How the REPL shows `jobs`: a listing of each job's schedules, next slot and last run,
-times in the app's timezone, as `list-background-jobs` shows them.
+"""How listings are shown: the jobs overview (`overview.Overview`) and the bot's runs, as
+plain aligned text (the REPL's `jobs`, and the CLI when its output is not a terminal) and
+as rich tables (the CLI on a terminal). Both show the same cells, times in the app's
+timezone.
 
-The last runs are read from the bot's history through a database facade of their own,
-scoped to the session's tenant, so inside a tenant they are that tenant's runs. When the
-database cannot say (none yet, no runs table, unreachable, no answer), the last run is `-`
-and the listing says why in one line. Loaded the first time `jobs` is shown, not at startup.
+A job name, a tenant and a run id are never cut: the other columns wrap (rich), or every
+column is as wide as its widest cell (plain text, which `grep` reads whole). A job's
+schedules take one line each, soonest next slot first, with the timezone when it is not
+the app's and the arguments the bot passes.
+
+In the REPL the last runs are the session's tenant's (see `overview.read_history`); when
+the database cannot say, the last run is `-` and a line says why. Loaded the first time
+`jobs` is shown, not at startup.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import DBAPIError
-
-from ..db.engine import first_line
-from ..db.runs import LastRun, last_runs
-from ..errors import PinreplError
-from ..jobs import JobRegistry, JobSpec
+from ..db.runs import shown_args, shown_arguments
+from ..jobs import JobRegistry
+from ..overview import READ_TIMEOUT, History, JobRow, Overview, jobs_overview, read_history
+from ..schedules import shown_time
+from ..statuses import NOT_RUN
 
 if TYPE_CHECKING:
-    from ..app import App
-    from ..db import Tenant
+    from rich.table import Table
 
-#: How long showing `jobs` waits for the database before it shows no last runs.
-READ_TIMEOUT = 5.0
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+    from ..db.models import BackgroundJobRun
 
+__all__ = ["READ_TIMEOUT", "History", "listing", "read_history"]
 
-class History(NamedTuple):
-    """The last run of each job, as one tenant (or no tenant) sees them; or why they are
-    unknown."""
-
-    last_runs: Mapping[str, LastRun]
-    tenant: str | None = None
-    unknown: str | None = None
+JOB_COLUMNS = ("name", "schedules", "next run", "last run", "multi-tenant")
+RUN_COLUMNS = ("id", "job", "tenant", "slot", "status", "took", "bot", "error")
 
 
-async def read_history(app: App, tenant: Tenant | None) -> History:
-    """The last runs, read through a database facade of its own (the session's, and any
-    work pending on its session, are left alone) scoped to `tenant`."""
-    whose = None if tenant is None else str(tenant.name)
-    try:
-        database = app.database(None if tenant is None else tenant.id)
-    except PinreplError as exc:
-        return History({}, whose, str(exc))
-    try:
-        async with asyncio.timeout(READ_TIMEOUT):
-            return History(await last_runs(database), whose)
-    except TimeoutError:
-        return History({}, whose, f"the database did not answer within {READ_TIMEOUT:g} s")
-    except PinreplError as exc:
-        return History({}, whose, str(exc))
-    except (DBAPIError, OSError) as exc:
-        return History({}, whose, first_line(exc))
-    finally:
-        await database.aclose()
+# -- the jobs -------------------------------------------------------------------------------
 
 
 def listing(registry: JobRegistry, timezone: ZoneInfo, history: History | None,
             now: datetime | None = None) -> str:
-    """The jobs of `registry` as a table: name, schedules, next slot, last run (left out
-    without a `history`), multi-tenant; then load errors, and why the last runs are
-    unknown if they are."""
-    now = now or datetime.now(UTC)
-    count = f"{len(registry)} background job{'' if len(registry) == 1 else 's'}"
-    about = f"times in {timezone.key}"
-    if history is not None and history.tenant is not None:
-        about += f"; last runs of tenant {history.tenant}"
-    lines = [f"{count} in {_shown(registry.root)} ({about}):"]
-    header = ["name", "schedules", "next run", "last run", "multi-tenant"]
-    rows = [_row(spec, timezone, history, now) for spec in registry]
-    if history is None:
-        header.remove("last run")
-    if rows:
-        lines += _aligned([header, *rows])
-    lines += [f"  load error: {error}" for error in registry.errors]
-    if history is not None and history.unknown is not None:
-        lines.append(f"  last runs unknown: {history.unknown}")
+    """The REPL's `jobs`: the overview of `registry` at `now` as text, with its load
+    errors and why the last runs are unknown (the last run left out without a
+    `history`)."""
+    overview = jobs_overview(registry, timezone, history, now)
+    return "\n".join([jobs_text(overview), *(f"  {line}" for line in problems(overview))])
+
+
+def jobs_text(overview: Overview) -> str:
+    """The jobs as plain aligned text, under a line saying how many and where."""
+    count = f"{len(overview.jobs)} background job{'' if len(overview.jobs) == 1 else 's'}"
+    lines = [f"{count} in {_shown(overview.jobs_dir)} ({_about(overview)}):"]
+    if overview.jobs:
+        lines += aligned([_job_columns(overview), *_all_rows(overview)])
     return "\n".join(lines)
 
 
-def _row(spec: JobSpec, timezone: ZoneInfo, history: History | None, now: datetime
-         ) -> list[str]:
-    upcoming = [schedule.next_after(now) for schedule in spec.schedules]
-    cells = [
-        spec.name,
-        ", ".join(schedule.cron for schedule in spec.schedules) or "-",
-        min(upcoming).astimezone(timezone).strftime(TIME_FORMAT) if upcoming else "-",
-    ]
-    if history is not None:
-        last = history.last_runs.get(spec.name)
-        cells.append("-" if last is None else f"{last.shown_status()} "
-                     + last.scheduled_for.astimezone(timezone).strftime(TIME_FORMAT))
-    cells.append("yes" if spec.multi_tenant else "no")
-    return cells
+def jobs_table(overview: Overview) -> Table:
+    """The jobs as a rich table."""
+    return _table(f"background jobs ({_about(overview)})", _job_columns(overview),
+                  _all_rows(overview), whole=("name",))
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def problems(overview: Overview) -> list[str]:
+    """The lines about what the listing could not show: load errors, and why the last
+    runs are unknown (or why there are none)."""
+    lines = [f"load error: {error.line}" for error in overview.load_errors]
+    history = overview.history
+    if history is not None and history.unknown is not None:
+        lines.append(f"last runs unknown: {history.unknown}")
+    elif history is not None and history.note is not None:
+        lines.append(history.note)
+    return lines
+
+
+def _about(overview: Overview) -> str:
+    about = f"times in {overview.timezone.key}"
+    if overview.history is not None and overview.history.tenant is not None:
+        about += f"; last runs of tenant {overview.history.tenant}"
+    return about
+
+
+def _all_rows(overview: Overview) -> list[list[str]]:
+    return [row for job in overview.jobs for row in _job_rows(job, overview)]
+
+
+def _job_columns(overview: Overview) -> list[str]:
+    return [c for c in JOB_COLUMNS if c != "last run" or overview.history is not None]
+
+
+def _job_rows(job: JobRow, overview: Overview) -> list[list[str]]:
+    """A job's rows: one per schedule, its next slot beside it (so they stay side by side
+    however a table wraps them); the job's other cells on the first."""
+    zone = overview.timezone
+    schedules = [(
+        schedule.cron
+        + ("" if schedule.timezone.key == zone.key else f" ({schedule.timezone.key})")
+        + shown_arguments(schedule.args, schedule.kwargs),
+        shown_time(schedule.next, zone) if schedule.next else "-",
+    ) for schedule in job.schedules] or [("-", "-")]
+    last = job.last_run
+    first = [job.name, *schedules[0]]
+    if overview.history is not None:
+        first.append("-" if last is None else
+                     f"{last.shown_status()} {shown_time(last.scheduled_for, zone)}")
+    first.append("yes" if job.multi_tenant else "no")
+    blank = [""] * (len(first) - 3)
+    return [first, *(["", cron, upcoming, *blank] for cron, upcoming in schedules[1:])]
+
+
+# -- the runs -------------------------------------------------------------------------------
+
+
+def runs_rows(runs: Sequence[BackgroundJobRun], timezone: ZoneInfo,
+              tenants: Mapping[int, str]) -> list[list[str]]:
+    """The cells of each run: the tenant with its name when it still exists, `-` for how
+    long a run took that never ran or has not ended."""
+    return [[
+        str(run.id), run.job + shown_args(run.args), _tenant(run.tenant_id, tenants),
+        run.scheduled_for.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
+        "-" if run.finished_at is None or run.status in NOT_RUN else
+        f"{(run.finished_at - run.started_at).total_seconds():.3f} s",
+        run.bot, run.error or "",
+    ] for run in runs]
+
+
+def runs_text(rows: list[list[str]], timezone: ZoneInfo) -> str:
+    """The runs as plain aligned text."""
+    title = f"background job runs (times in {timezone.key}):"
+    return "\n".join([title, *aligned([list(RUN_COLUMNS), *rows])])
+
+
+def runs_table(rows: list[list[str]], timezone: ZoneInfo) -> Table:
+    return _table(f"background job runs (times in {timezone.key})", list(RUN_COLUMNS), rows,
+                  whole=("id", "job", "tenant"), no_wrap=("slot", "status"))
+
+
+def _tenant(tenant_id: int | None, names: Mapping[int, str]) -> str:
+    if tenant_id is None:
+        return "-"
+    name = names.get(tenant_id)
+    return str(tenant_id) if name is None else f"{tenant_id} ({name})"
+
+
+# -- text and tables ---------------------------------------------------------------------
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines of text, each column as wide as its widest cell."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
             .rstrip() for row in rows]
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]], whole: Sequence[str] = (),
+           no_wrap: Sequence[str] = ()) -> Table:
+    """A rich table whose `whole` columns are never narrower than their widest cell, so
+    that rich, short of room, wraps the other columns instead of cutting these."""
+    from rich.table import Table  # rich loads only to draw
+
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        widest = max((len(row[index]) for row in rows), default=0)
+        keep: dict[str, Any] = {"min_width": max(widest, len(column))} if column in whole else {}
+        table.add_column(column, no_wrap=column in no_wrap, overflow="fold", **keep)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _shown(path: Path) -> str:

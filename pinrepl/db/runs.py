@@ -4,25 +4,31 @@ that have runs (SPEC 7).
 They read through a workspace's `database` facade, so they commit, take their turn in a
 sandbox and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
 `list-background-job-runs` and the REPL's `jobs` listing use them.
+
+Reading the last runs costs the same however long the history is: each job's latest slot is
+found at the end of the (job, slot) index, and that slot's statuses are counted by the
+database, not loaded row by row.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Select, func, select, union_all
 
 from ..errors import MissingTable
 from ..statuses import slot_status
 from .facade import Database, Query
-from .models import BackgroundJobRun
+from .models import BackgroundJobRun, Tenant
+from .scope import FACADE, tenant_filter
 
 TABLE = BackgroundJobRun.__tablename__
+#: SQLite takes at most 500 selects in one UNION.
+_JOBS_PER_STATEMENT = 100
 FIELDS = ("id", "job", "tenant_id", "args", "scheduled_for", "status", "bot", "started_at",
           "finished_at", "error")
 
@@ -56,26 +62,61 @@ class LastRun:
         }
 
 
-async def last_runs(database: Database) -> dict[str, LastRun]:
-    """Each job's last run, by job name ({} when the database has no runs table)."""
+async def last_runs(database: Database, jobs: Iterable[str] | None = None
+                    ) -> dict[str, LastRun]:
+    """The last run of each of `jobs` that has one (default: every job in the history), by
+    job name; {} when the database has no runs table."""
     if not await database.has_table(TABLE):
         return {}
-    runs = database.background_job_runs
-    model = BackgroundJobRun
-    other = aliased(BackgroundJobRun)
-    latest = select(func.max(other.scheduled_for)).where(other.job == model.job)
-    rows = await runs.where(model.scheduled_for == latest.scalar_subquery()).all()
-    by_job: dict[str, list[BackgroundJobRun]] = {}
+    names = sorted(set(jobs) if jobs is not None else await job_names(database))
+    if not names:
+        return {}
+    rows: list[Any] = []
+    for start in range(0, len(names), _JOBS_PER_STATEMENT):
+        parts = [_latest_slot(name, database.tenant_id)
+                 for name in names[start:start + _JOBS_PER_STATEMENT]]
+        statement = parts[0] if len(parts) == 1 else union_all(*parts)
+        async with database.transaction():  # commits, and takes its turn in a sandbox
+            rows += (await database.session.execute(
+                statement.execution_options(**FACADE))).all()  # filtered to the tenant already
+    by_job: dict[str, list[Any]] = {}
     for row in rows:
-        by_job.setdefault(row.job, []).append(row)
+        by_job.setdefault(row[0], []).append(row)
     found: dict[str, LastRun] = {}
-    for job, slot_rows in by_job.items():
-        ended = [r.finished_at for r in slot_rows if r.finished_at is not None]
-        found[job] = LastRun(
-            job, slot_rows[0].scheduled_for, slot_status(r.status for r in slot_rows),
-            max(ended) if ended else None, dict(Counter(r.status for r in slot_rows)),
-        )
+    for job, statuses in by_job.items():
+        counts = {status: count for _job, _slot, status, count, _ended in statuses}
+        ended = [last for *_, last in statuses if last is not None]
+        found[job] = LastRun(job, statuses[0][1], slot_status(counts),
+                             max(ended) if ended else None, dict(sorted(counts.items())))
     return found
+
+
+def _latest_slot(job: str, tenant_id: int | None) -> Select:
+    """The statuses of the latest slot of `job`, counted (and when its last run ended).
+
+    Each job is a statement of its own: its latest slot is the end of its part of the
+    (job, scheduled_for) index, and that slot's rows are found by the index too, so the
+    cost does not grow with the slots before it (a join of all jobs' latest slots lets
+    PostgreSQL misjudge its size and plan a parallel scan)."""
+    run = BackgroundJobRun
+    scope = tenant_filter(run, tenant_id)
+    latest = select(func.max(run.scheduled_for)).where(run.job == job, *scope)
+    return (
+        select(run.job, run.scheduled_for, run.status, func.count(), func.max(run.finished_at))
+        .where(run.job == job, run.scheduled_for == latest.scalar_subquery(), *scope)
+        .group_by(run.job, run.scheduled_for, run.status)
+    )
+
+
+async def tenant_names(database: Database, ids: Iterable[int]) -> dict[int, str]:
+    """The names of the tenants of `ids` that exist (the history outlives a deleted
+    tenant); none without a tenants table."""
+    wanted = sorted(set(ids))
+    if not wanted or not await database.has_table(Tenant.__tablename__):
+        return {}
+    statement = select(Tenant.id, Tenant.name).where(Tenant.id.in_(wanted))
+    async with database.transaction():
+        return {id_: name for id_, name in await database.session.execute(statement)}
 
 
 async def job_names(database: Database) -> set[str]:
@@ -117,9 +158,19 @@ def shown_args(args: str) -> str:
         positional, keywords = values["args"], values["kwargs"]
     except (TypeError, KeyError):
         return f" {args}"
-    shown = [json.dumps(positional)] if positional else []
-    shown += [json.dumps(keywords)] if keywords else []
+    return shown_arguments(positional, keywords)
+
+
+def shown_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """' ["a"] {"b": 1}' for a schedule's arguments, '' for none: JSON, as the runs table
+    holds them, its text as written (`"für"`, not `"f\\u00fcr"`)."""
+    shown = [_json(list(args))] if args else []
+    shown += [_json(dict(kwargs))] if kwargs else []
     return "".join(f" {part}" for part in shown)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def run_as_json(run: BackgroundJobRun) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_without_a_database_the_listing_shows_and_says_why(tmp_path):
     assert (result.exit_code, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
     assert [last_run(line) for line in lines[2:4]] == ["-", "-"]
-    assert lines[4:] == [f"  last runs unknown: no database at {root / 'pinrepl.db'}; "
+    assert lines[4:] == [f"  no runs yet: no database at {root / 'pinrepl.db'}; "
                          "create it with: pinrepl init-database"]
     assert not (root / "pinrepl.db").exists()
 

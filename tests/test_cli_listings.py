@@ -1,0 +1,287 @@
+"""`list-background-jobs` and `list-background-job-runs` as a user and a script read
+them: whole names whatever the width (plain aligned text when piped, a rich table on a
+terminal), each schedule's timezone, arguments and next slot, and an exit status a
+monitoring script can trust (1 when the last runs could not be read, or a part of the app
+did not load)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pexpect
+import pytest
+
+from pinrepl import App, Schedule
+
+from .conftest import clean_env, invoke, reset_database, write_app
+from .console.terminal import ANSI
+
+ARGS = "(a, *rest, to='x')"
+LONG_NAMES = {
+    "reports/daily_summary.py": f"""
+        from pinrepl import BackgroundJob
+
+        class DailySummary(BackgroundJob):
+            multi_tenant = True
+
+            def meta(self):
+                self.schedule("30 9 * * 1-5", "sales", timezone="America/New_York",
+                              to="Jürgen Müller <jm@example.com>")
+                self.schedule("0 18 * * 1-5", "sales", to="team@example.com")
+
+            async def run{ARGS}:
+                pass
+    """,
+    "broken/collide_a.py": f"""
+        from pinrepl import BackgroundJob
+
+        class CollideA(BackgroundJob):
+            def meta(self):
+                self.schedule("*/5 * * * *", "a long argument to fill the line")
+
+            async def run{ARGS}:
+                pass
+    """,
+    "broken/collide/x.py": f"""
+        from pinrepl import BackgroundJob
+
+        class X(BackgroundJob):
+            def meta(self):
+                self.schedule("*/5 * * * *", "another long argument to fill it")
+
+            async def run{ARGS}:
+                pass
+    """,
+}
+NAMES = ("reports/daily-summary", "broken/collide-a", "broken/collide/x")
+PARIS_ZONE = ZoneInfo("Europe/Paris")
+PARIS = """
+    [tool.pinrepl]
+    timezone = "Europe/Paris"
+"""
+
+
+@pytest.fixture
+def app(tmp_path):
+    return write_app(tmp_path / "app", LONG_NAMES, pyproject=PARIS)
+
+
+def on_a_terminal(app, *args, columns=80):
+    """The screen of `pinrepl ARGS` in a pseudo-terminal of `columns`, and its status."""
+    child = pexpect.spawn(sys.executable, ["-m", "pinrepl", *args], cwd=str(app),
+                          env=clean_env(TERM="xterm"), encoding="utf-8", timeout=60,
+                          dimensions=(50, columns))
+    child.expect(pexpect.EOF)
+    child.close()
+    return ANSI.sub("", child.before), child.exitstatus
+
+
+def rows_named(text, name):
+    """The lines of `text` that name `name` as a whole word, as `grep -w` finds them."""
+    return [line for line in text.splitlines() if name in line.replace("│", " ").split()]
+
+
+# -- whole names ------------------------------------------------------------------------------
+
+
+def test_piped_the_job_listing_is_plain_text_with_whole_names(app):
+    result = invoke("list-background-jobs", "--app", app)
+    assert result.exit_code == 0, result.output
+    for name in NAMES:
+        assert len(rows_named(result.stdout, name)) == 1, result.stdout
+    assert "…" not in result.stdout and "│" not in result.stdout
+
+
+def test_on_an_80_column_terminal_names_are_never_cut(app):
+    screen, status = on_a_terminal(app, "list-background-jobs")
+    assert status == 0, screen
+    assert "┏" in screen  # a rich table
+    for name in NAMES:
+        assert len(rows_named(screen, name)) == 1, screen
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def test_each_schedule_shows_its_timezone_arguments_and_next_slot(app):
+    listed = json.loads(invoke("list-background-jobs", "--json", "--app", app).stdout)
+    job = next(job for job in listed["jobs"] if job["name"] == "reports/daily-summary")
+    now = datetime.now(UTC)
+    expected = {
+        ("30 9 * * 1-5", "America/New_York"): (["sales"], {"to": "Jürgen Müller <jm@example.com>"}),
+        ("0 18 * * 1-5", "Europe/Paris"): (["sales"], {"to": "team@example.com"}),
+    }
+    assert {(s["cron"], s["timezone"]): (s["args"], s["kwargs"]) for s in job["schedules"]} \
+        == expected
+    for schedule in job["schedules"]:
+        upcoming = Schedule(schedule["cron"], schedule["timezone"]).next_after(now)
+        assert datetime.fromisoformat(schedule["next"]) == upcoming
+        assert schedule["next"].endswith(("+01:00", "+02:00"))  # in the app's timezone
+    assert job["next_run"] == min((s["next"] for s in job["schedules"]),
+                                  key=datetime.fromisoformat)
+
+    table = invoke("list-background-jobs", "--app", app).stdout
+    (first,) = rows_named(table, "reports/daily-summary")
+    lines = table.splitlines()
+    both = [first, lines[lines.index(first) + 1]]
+    new_york = next(line for line in both if "30 9 * * 1-5" in line)
+    paris = next(line for line in both if "0 18 * * 1-5" in line)
+    assert '(America/New_York) ["sales"] {"to": "Jürgen Müller <jm@example.com>"}' in new_york
+    assert '0 18 * * 1-5 ["sales"] {"to": "team@example.com"}' in paris  # the app's: no zone
+    for line, cron in ((new_york, "30 9 * * 1-5"), (paris, "0 18 * * 1-5")):
+        (schedule,) = [s for s in job["schedules"] if s["cron"] == cron]
+        upcoming = datetime.fromisoformat(schedule["next"]).astimezone(PARIS_ZONE)
+        assert upcoming.strftime("%Y-%m-%d %H:%M:%S %Z") in line  # its own next slot
+
+
+# -- when the listing cannot say everything -----------------------------------------------------
+
+
+def test_an_unreachable_database_is_said_on_stderr_and_in_the_json_and_exits_1(app):
+    env = {"PINREPL_DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:1/db"}
+    table = invoke("list-background-jobs", "--app", app, env=env)
+    assert table.exit_code == 1
+    assert len(rows_named(table.stdout, "reports/daily-summary")) == 1  # listed all the same
+    (line,) = table.stderr.splitlines()
+    assert line.startswith("last runs unknown: cannot reach database "
+                           "postgresql+asyncpg://nobody:***@127.0.0.1:1/db")
+    listed = invoke("list-background-jobs", "--json", "--app", app, env=env)
+    assert listed.exit_code == 1
+    assert json.loads(listed.stdout)["last_runs_unknown"] == line.removeprefix(
+        "last runs unknown: ")
+
+
+def test_a_runs_table_it_cannot_read_is_said_and_exits_1(app):
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db:
+        db.execute("create table background_job_runs (id integer primary key)")
+    result = invoke("list-background-jobs", "--json", "--app", app)
+    assert result.exit_code == 1
+    reason = json.loads(result.stdout)["last_runs_unknown"]
+    assert reason and "background_job_runs" in reason
+    assert result.stderr == f"last runs unknown: {reason}\n"
+
+
+def test_without_a_database_yet_there_are_no_runs_and_it_exits_0(app):
+    result = invoke("list-background-jobs", "--json", "--app", app)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["last_runs_unknown"] is None
+    assert result.stderr == (f"no runs yet: no database at {app / 'pinrepl.db'}; create it "
+                             "with: pinrepl init-database\n")
+    assert not (app / "pinrepl.db").exists()
+
+
+HELLO = {"hello.py": """
+    from pinrepl import BackgroundJob
+
+    class Hello(BackgroundJob):
+        def meta(self):
+            self.schedule("0 * * * *")
+
+        async def run(self):
+            pass
+"""}
+
+
+def test_a_models_file_that_does_not_import_lists_the_jobs_with_its_load_error(tmp_path):
+    root = write_app(tmp_path / "app", HELLO, models="import nope_not_here\n")
+    # The tables, made by another app on its database file, and one run of hello.
+    made = invoke("init-database", "--app", write_app(tmp_path / "other", HELLO),
+                  env={"PINREPL_DATABASE_URL": f"sqlite:///{root / 'pinrepl.db'}"})
+    assert made.exit_code == 0, made.output
+    slot = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    with closing(sqlite3.connect(root / "pinrepl.db")) as db, db:
+        db.execute("insert into background_job_runs (job, args, scheduled_for, status, bot, "
+                   "started_at) values ('hello', '{}', ?, 'failed', 'b', ?)",
+                   (slot.isoformat(" "), slot.isoformat(" ")))
+    error = f"{root / 'models.py'}:1: ModuleNotFoundError: No module named 'nope_not_here'"
+
+    table = invoke("list-background-jobs", "--app", root)
+    assert table.exit_code == 1
+    (row,) = rows_named(table.stdout, "hello")
+    assert "failed 2026-03-02 09:00:00 UTC" in row  # the history needs none of the models
+    assert table.stderr == f"load error: {error}\n"
+    listed = json.loads(invoke("list-background-jobs", "--json", "--app", root).stdout)
+    assert listed["errors"] == [{"file": "models.py", "error": error}]
+    assert [job["name"] for job in listed["jobs"]] == ["hello"]
+
+
+# -- the runs ---------------------------------------------------------------------------------
+
+
+def runs_row(job, slot, status, tenant_id=None, args='{"args": [], "kwargs": {}}'):
+    return {"job": job, "scheduled_for": slot, "status": status, "tenant_id": tenant_id,
+            "args": args, "bot": "bot-on-a-machine-with-a-long-name-1234",
+            "started_at": slot, "finished_at": slot + timedelta(seconds=1.5),
+            "error": "RuntimeError: the report server is down for maintenance until Monday"
+            if status == "failed" else None}
+
+
+async def _history(root, runs):
+    async with App.open(root) as app:
+        await reset_database(app)
+        await app.init_database(echo=lambda _line: None)
+        database = app.database()
+        try:
+            for name in ("acme", "globex"):
+                await database.tenants.insert(name=name)
+            for row in runs:
+                await database.background_job_runs.insert(**row)
+        finally:
+            await database.aclose()
+
+
+SLOT = datetime(2026, 3, 2, 8, tzinfo=UTC)
+
+
+@pytest.fixture
+def history(app):
+    asyncio.run(_history(app, [
+        runs_row("reports/daily-summary", SLOT, "succeeded", 1,
+                 '{"args": ["für"], "kwargs": {"to": "Zoë"}}'),
+        runs_row("reports/daily-summary", SLOT, "failed", 2),
+        runs_row("broken/collide-a", SLOT + timedelta(hours=1), "skipped", 9),
+    ]))
+    return app
+
+
+def test_piped_the_runs_listing_is_plain_text_with_whole_names(history):
+    result = invoke("list-background-job-runs", "--app", history)
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    (skipped,) = rows_named(result.stdout, "broken/collide-a")
+    assert skipped.split()[:8] == ["3", "broken/collide-a", "9", "2026-03-02", "10:00:00",
+                                   "skipped", "-", "bot-on-a-machine-with-a-long-name-1234"]
+    (acme,) = rows_named(result.stdout, "(acme)")
+    assert acme.split()[:5] == ["1", "reports/daily-summary", '["für"]', '{"to":', '"Zoë"}']
+    assert " 1 (acme) " in acme and "1.500 s" in acme
+    (globex,) = rows_named(result.stdout, "(globex)")
+    assert " 2 (globex) " in globex and "failed" in globex
+    assert "until Monday" in globex  # nothing cut
+
+
+def test_on_an_80_column_terminal_run_ids_jobs_and_tenants_are_never_cut(history):
+    screen, status = on_a_terminal(history, "list-background-job-runs")
+    assert status == 0, screen
+    assert "┏" in screen
+    for whole in ("broken/collide-a", "reports/daily-summary", "2 (globex)", "1 (acme)"):
+        assert any(whole in line for line in screen.splitlines()), screen
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ((), "no runs yet"),
+    (("--name", "hello"), "no runs of 'hello' yet"),
+    (("--status", "failed"), "no failed runs yet"),
+])
+def test_an_empty_runs_listing_says_so(tmp_path, options, said):
+    root = write_app(tmp_path / "app", HELLO)
+    assert invoke("init-database", "--app", root).exit_code == 0
+    result = invoke("list-background-job-runs", "--app", root, *options)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"{said}\n", "")
+    assert invoke("list-background-job-runs", "--json", "--app", root, *options).stdout == \
+        "[]\n"
+
