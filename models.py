@@ -33,6 +33,8 @@ class Notification(Model):
         print(f"notification {self.id} sent to user {self.user_id}: {self.message}")
 
 
+#: The example app's demo data: its tenants (name: active) and their users.
+DEMO_TENANTS = {"acme": True, "globex": True, "initech": False}
 DEMO_USERS = {
     "acme": [("Alice", True), ("Bob", True), ("Carol", False)],
     "globex": [("Dave", True), ("Eve", False)],
@@ -41,9 +43,11 @@ DEMO_USERS = {
 
 
 async def seed_demo(database) -> None:
-    """Called by `pinrepl init-database --demo`, after the demo tenants exist."""
-    for tenant in await database.tenants.order_by("id").all():
-        for name, subscribed in DEMO_USERS.get(tenant.name, []):
+    """The demo data of `pinrepl init-database --demo` (and of the transcripts' test
+    database): tenants, their users, two notifications each."""
+    for tenant_name, active in DEMO_TENANTS.items():
+        tenant = await database.tenants.insert(name=tenant_name, active=active)
+        for name, subscribed in DEMO_USERS[tenant_name]:
             user = await database.users.insert(
                 tenant_id=tenant.id, name=name, subscribed=subscribed,
                 email=f"{name.lower()}@{tenant.name}.example",

@@ -19,11 +19,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ..errors import DatabaseUnavailable
 from .engine import Engine, database_url, first_line
 from .facade import Database
-from .models import Model
+from .models import BackgroundJobBot, BackgroundJobRun, Model
 
+#: The demo data of an app without a `seed_demo`.
 DEMO_TENANTS = (("acme", True), ("globex", True), ("initech", False))
 
-#: `seed_demo(database)` of an app's models file: adds the app's own demo rows.
+#: pinrepl's own bookkeeping: rows there (a bot was up) are no data of the app's.
+BOOKKEEPING = frozenset({BackgroundJobRun.__tablename__, BackgroundJobBot.__tablename__})
+
+#: `seed_demo(database)` of an app's models file: adds the app's own demo data, in place of
+#: pinrepl's sample tenants.
 Seed = Callable[[Database], Awaitable[Any]]
 
 
@@ -39,8 +44,7 @@ async def init_database(
     engine: Engine, demo: bool, seed: Seed | None, echo: Callable[[str], Any]
 ) -> None:
     """Create the missing tables and name the columns that differ from the models
-    (changing nothing); with `demo`, add sample tenants (and `seed`'s rows) unless the
-    database has tenants already."""
+    (changing nothing); with `demo`, add the demo data (see `add_demo_data`)."""
     await create_tables(engine)
     echo(f"tables ready in {engine.shown_url}: {', '.join(sorted(engine.tables))}")
     differences = await column_differences(engine)
@@ -92,15 +96,20 @@ def _kind(column_type: Any) -> type | None:
 
 async def add_demo_data(database: Database, seed: Seed | None, echo: Callable[[str], Any]
                         ) -> None:
+    """Add what the app's `seed` adds, and only that (SPEC 6: the app's tables plus what
+    `seed_demo` adds); an app without one gets pinrepl's sample tenants. Nothing is added
+    to a database whose tables (the built-in tenants, the app's) hold rows already."""
     try:
-        if await database.tenants.exists():
-            echo("demo data already present (the tenants table has rows); nothing added")
-            return
+        for name in database.tables:
+            if name not in BOOKKEEPING and await getattr(database, name).exists():
+                echo(f"demo data already present (the {name} table has rows); nothing added")
+                return
         async with database.transaction():
-            for name, active in DEMO_TENANTS:
-                await database.tenants.insert(name=name, active=active)
             if seed is not None:
                 await seed(database)
+            else:
+                for name, active in DEMO_TENANTS:
+                    await database.tenants.insert(name=name, active=active)
         counts = [f"{name}: {await getattr(database, name).count()}" for name in database.tables]
         echo(f"demo data added ({', '.join(counts)})")
     finally:
