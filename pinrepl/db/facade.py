@@ -379,6 +379,9 @@ async def _rollback_keeping_records(session: AsyncSession) -> None:
 
 
 def _committed_values(record: Any) -> dict[str, Any]:
+    """The record's loaded values as the database holds them. `committed_state` (the loaded
+    value of each attribute changed since) is undocumented SQLAlchemy: pyproject bounds
+    its version and tests/db/test_sqlalchemy_hooks.py fails loudly if it changes."""
     state = inspect(record)
     keys = set(state.mapper.column_attrs.keys()) - state.expired_attributes
     values = {key: state.dict[key] for key in keys if key in state.dict}
