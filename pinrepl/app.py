@@ -80,7 +80,9 @@ class App:
 
         if not changed_since_loaded(path):
             return None
-        return (f"{path.name} changed since it was loaded, and models cannot be swapped "
+        shown = path.relative_to(self.settings.root) if path.is_relative_to(
+            self.settings.root) else path
+        return (f"{shown} changed since it was loaded, and models cannot be swapped "
                 "while running: restart to use the change")
 
     # -- database -------------------------------------------------------------------------

@@ -408,7 +408,7 @@ def _is_seconds(value: object) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
-#: The job attributes pinrepl reads, what each must be, and how it is told.
+#: The job attributes pinrepl reads: a test of each, and what it must be, for the error.
 _ATTRIBUTES: dict[str, tuple[Callable[[object], bool], str]] = {
     "multi_tenant": (_is_bool_or_none,
                      "True, False, or None for the app's multi_tenant setting"),
