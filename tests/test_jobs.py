@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,33 +33,47 @@ def job(body: str = "print('ran')", cls: str = "Job") -> str:
            f"    async def run(self):\n        {body}\n"
 
 
-def test_names_come_from_paths_and_helpers_are_skipped(make_app):
+@pytest.fixture
+def open_app() -> Iterator[Callable[[Path], App]]:
+    """`App.open`, each app closed after the test: its folder leaves `sys.path`."""
+    apps: list[App] = []
+
+    def open_(root: Path) -> App:
+        apps.append(App.open(root))
+        return apps[-1]
+
+    yield open_
+    for app in apps:
+        asyncio.run(app.aclose())  # no engine: this only takes back the imports
+
+
+def test_names_come_from_paths_and_helpers_are_skipped(open_app, make_app):
     root = make_app({
         "send_newsletter.py": GOOD,
         "reports/daily_summary.py": job(),
         "_helpers.py": "VALUE = 1\n",
         "reports/_shared.py": "X = 2\n",
     })
-    registry = App.open(root).jobs
+    registry = open_app(root).jobs
     assert registry.names == ["reports/daily-summary", "send-newsletter"]
     assert registry.errors == []
 
 
-def test_meta_schedules_and_custom_attributes(make_app):
-    spec = App.open(make_app({"good.py": GOOD})).jobs.get("good")
+def test_meta_schedules_and_custom_attributes(open_app, make_app):
+    spec = open_app(make_app({"good.py": GOOD})).jobs.get("good")
     assert [s.cron for s in spec.schedules] == ["0 * * * *", "30 0 12 * * 1"]
     assert spec.cls.batch_size == 7
     assert spec.multi_tenant is False
 
 
-async def test_job_may_import_a_helper_relatively(make_app, capsys):
+async def test_job_may_import_a_helper_relatively(open_app, make_app, capsys):
     root = make_app({
         "_helpers.py": "GREETING = 'hi from helper'\n",
         "greet.py": "from pinrepl import BackgroundJob\nfrom ._helpers import GREETING\n\n"
                     "class Greet(BackgroundJob):\n    async def run(self):\n"
                     "        print(GREETING)\n",
     })
-    await App.open(root).run_background_job("greet")
+    await open_app(root).run_background_job("greet")
     assert capsys.readouterr().out == "hi from helper\n"
 
 
@@ -95,9 +112,10 @@ EXPECTED_ERRORS = {
 }
 
 
-def test_each_broken_file_is_a_load_error_naming_it_and_the_rest_still_load(make_app):
+def test_each_broken_file_is_a_load_error_naming_it_and_the_rest_still_load(
+        open_app, make_app):
     root = make_app({**BROKEN, "good.py": GOOD})
-    registry = App.open(root).jobs
+    registry = open_app(root).jobs
     assert registry.names == ["good"]
     messages = {e.path.rsplit("/", 1)[-1]: e.message for e in registry.errors}
     assert len(registry.errors) == len(BROKEN)
@@ -108,17 +126,17 @@ def test_each_broken_file_is_a_load_error_naming_it_and_the_rest_still_load(make
             assert expected in messages[file], (file, messages[file])
 
 
-def test_running_a_broken_job_raises_its_load_error(make_app):
-    registry = App.open(make_app({**BROKEN, "good.py": GOOD})).jobs
+def test_running_a_broken_job_raises_its_load_error(open_app, make_app):
+    registry = open_app(make_app({**BROKEN, "good.py": GOOD})).jobs
     with pytest.raises(JobLoadError, match=r"bad_cron.py: invalid cron '61"):
         registry.get("bad-cron")
     with pytest.raises(UnknownBackgroundJob, match=r"'god' \(did you mean: good\?\)"):
         registry.get("god")
 
 
-async def test_a_load_error_is_raised_afresh_each_time(make_app):
+async def test_a_load_error_is_raised_afresh_each_time(open_app, make_app):
     """The stored error does not grow notes or traceback frames with each run."""
-    app = App.open(make_app({"broken.py": "def oops(:\n", "calls_broken.py": job(
+    app = open_app(make_app({"broken.py": "def oops(:\n", "calls_broken.py": job(
         "await self.run_background_job('broken')", cls="CallsBroken")}))
     raised = []
     for _ in range(3):
@@ -129,9 +147,9 @@ async def test_a_load_error_is_raised_afresh_each_time(make_app):
     assert len({len(traceback.format_exception(e)) for e in raised}) == 1
 
 
-def test_reload_sees_new_changed_and_deleted_files(make_app):
+def test_reload_sees_new_changed_and_deleted_files(open_app, make_app):
     root = make_app({"one.py": job("print(1)")})
-    app = App.open(root)
+    app = open_app(root)
     assert app.jobs.names == ["one"]
     (root / "jobs" / "one.py").unlink()
     (root / "jobs" / "two.py").write_text(job("print(2)"))
@@ -159,18 +177,18 @@ def scheduled(schedule: str, run: str = "async def run(self)", attributes: str =
      "missing a required argument: 'who'"),
 ])
 def test_schedule_arguments_that_run_does_not_take_are_a_load_error(
-        make_app, schedule, run, problem):
+        open_app, make_app, schedule, run, problem):
     root = make_app({"job.py": scheduled(schedule, run), "good.py": GOOD})
-    registry = App.open(root).jobs
+    registry = open_app(root).jobs
     assert registry.names == ["good"]
     (error,) = registry.errors
     assert error.path.endswith("jobs/job.py") and error.message == problem
 
 
-def test_schedule_arguments_that_fit_run_load(make_app):
+def test_schedule_arguments_that_fit_run_load(open_app, make_app):
     root = make_app({"job.py": scheduled('"0 * * * *", 1, b=[2], timezone="Europe/London"',
                                          "async def run(self, a, *, b=None, **rest)")})
-    registry = App.open(root).jobs
+    registry = open_app(root).jobs
     assert registry.errors == []
     (schedule,) = registry.get("job").schedules
     assert (schedule.args, schedule.kwargs) == ((1,), {"b": [2]})
@@ -190,10 +208,10 @@ def test_schedule_arguments_that_fit_run_load(make_app):
     ('overlap = "yes"', "Job.overlap = 'yes': it must be True or False"),
 ])
 def test_a_job_attribute_of_the_wrong_kind_is_a_load_error_naming_it(
-        make_app, attribute, problem):
+        open_app, make_app, attribute, problem):
     root = make_app({"job.py": scheduled('"0 * * * *"', attributes=f"    {attribute}\n\n"),
                      "good.py": GOOD})
-    registry = App.open(root).jobs
+    registry = open_app(root).jobs
     assert registry.names == ["good"]
     (error,) = registry.errors
     assert error.path.endswith("jobs/job.py") and error.message.startswith(problem), error
@@ -205,9 +223,9 @@ def test_a_job_attribute_of_the_wrong_kind_is_a_load_error_naming_it(
     "    overlap = True\n",
     "    multi_tenant = None\n    misfire_grace = 1.5\n",
 ])
-def test_job_attributes_of_the_right_kind_load(make_app, attributes):
+def test_job_attributes_of_the_right_kind_load(open_app, make_app, attributes):
     root = make_app({"job.py": scheduled('"0 * * * *"', attributes=attributes + "\n")})
-    assert App.open(root).jobs.errors == []
+    assert open_app(root).jobs.errors == []
 
 
 # -- reload() ----------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def test_an_unknown_alias_is_invalid_and_lists_the_known_ones(cron):
         Schedule(cron)
 
 
-def test_a_job_may_schedule_an_alias(make_app):
+async def test_a_job_may_schedule_an_alias(make_app):
     from pinrepl import App
 
     root = make_app({"nightly.py": """
@@ -338,7 +338,8 @@ def test_a_job_may_schedule_an_alias(make_app):
             async def run(self):
                 pass
     """})
-    registry = App.open(root).jobs
+    async with App.open(root) as app:
+        registry = app.jobs
     assert registry.errors == []
     (schedule,) = registry.get("nightly").schedules
     assert schedule == Schedule("@daily", LONDON)

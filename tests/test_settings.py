@@ -80,7 +80,7 @@ def test_missing_app_folder(tmp_path):
         Settings.load(tmp_path / "nope", environ={})
 
 
-def test_two_models_files_defining_one_table_in_one_process(tmp_path):
+async def test_two_models_files_defining_one_table_in_one_process(tmp_path):
     from pinrepl import App
 
     source = ("from sqlalchemy.orm import Mapped, mapped_column\nfrom pinrepl import Model\n\n"
@@ -89,10 +89,12 @@ def test_two_models_files_defining_one_table_in_one_process(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "models.py").write_text(source)
-    models = [m.__tablename__ for m in App.open(tmp_path / "a").models]
+    async with App.open(tmp_path / "a") as app:
+        models = [m.__tablename__ for m in app.models]
     assert models[0] == "tenants" and models[-1] == "clash_things"  # built-in tables first
     with pytest.raises(ConfigError) as error:
-        App.open(tmp_path / "b").models  # noqa: B018
+        async with App.open(tmp_path / "b") as app:
+            app.models  # noqa: B018
     assert str(error.value) == (
         f"{tmp_path / 'b' / 'models.py'}:4: InvalidRequestError: Table 'clash_things' is "
         "already defined for this MetaData instance (pinrepl.Model holds one set of tables "
