@@ -9,6 +9,7 @@ import re
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -180,3 +181,44 @@ def test_a_run_of_the_bot_shows_in_jobs_at_the_prompt(tmp_path):
     assert f"tick  * * * * * *  {datetime.now(UTC):%Y-%m-%d}" in row
     assert row.count(" UTC") == 2 and "succeeded " in row
     assert repl.quit() == 0
+
+
+ZONED = {"weekly.py": """
+    from pinrepl import BackgroundJob
+
+    class Weekly(BackgroundJob):
+        def meta(self):
+            self.schedule("0 9 * * 1")
+            self.schedule("30 9 * * 1", "für", timezone="America/New_York", to="Zoë")
+
+        async def run(self, *args, **kwargs):
+            pass
+"""}
+
+
+def test_jobs_shows_each_schedule_with_its_timezone_arguments_and_next_slot(tmp_path):
+    root = write_app(tmp_path / "app", ZONED, pyproject=PARIS)
+    result = invoke("repl", "--app", root, "-e", "print(jobs)")
+    now = datetime.now(UTC)
+    shown = {cron: Schedule(cron, zone).next_after(now).astimezone(ZoneInfo("Europe/Paris"))
+             .strftime("%Y-%m-%d %H:%M:%S %Z")
+             for cron, zone in (("0 9 * * 1", "Europe/Paris"), ("30 9 * * 1", "America/New_York"))}
+    rows = result.stdout.splitlines()[2:]
+    assert len(rows) == 2
+    paris = next(row for row in rows if "0 9 * * 1 " in row)
+    new_york = next(row for row in rows if "30 9 * * 1" in row)
+    assert shown["0 9 * * 1"] in paris and "(" not in paris
+    assert f'30 9 * * 1 (America/New_York) ["für"] {{"to": "Zoë"}}  {shown["30 9 * * 1"]}' \
+        in new_york
+    assert rows[0].startswith("  weekly  ")  # the soonest first, on the job's row
+
+
+def test_with_a_models_file_that_does_not_import_jobs_still_shows_the_last_runs(tmp_path):
+    """The history is pinrepl's own table: it needs none of the app's models."""
+    root = write_app(tmp_path / "app", JOBS, pyproject=PARIS, models="import nope_not_here\n")
+    url = f"sqlite+aiosqlite:///{root / 'pinrepl.db'}"
+    asyncio.run(_prepare(write_app(tmp_path / "other", JOBS, models=MODELS), url,
+                         [run("greet", SLOT, tenant_id=1)]))
+    result = invoke("repl", "--app", root, "-e", "jobs")
+    (greet,) = [line for line in result.stdout.splitlines() if line.startswith("  greet")]
+    assert last_run(greet) == "succeeded 2025-01-06 09:00:00 CET"
