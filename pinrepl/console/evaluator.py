@@ -98,17 +98,17 @@ def format_exception(exc: BaseException, *, elide_frames: bool = False) -> str:
     """`exc` as Python shows it, without pinrepl's and ptpython's frames. With
     `elide_frames` (transcripts), each traceback's frames are one `...` line and chained
     exceptions are left out, as in doctest, while exception groups keep every
-    sub-exception."""
+    sub-exception. An exception with no frames left (a syntax error in the code typed)
+    has no traceback header either way, as in Python."""
     shown = traceback.TracebackException.from_exception(exc, compact=True)
     for each in _all(shown):
+        each.stack = traceback.StackSummary.from_list(
+            [frame for frame in each.stack if not frame.filename.startswith(_hidden())]
+        )
         if elide_frames:
-            if each.stack or each is shown:  # the outermost always has its header
+            if each.stack:
                 each.stack = _Elided()
             each.__cause__ = each.__context__ = None
-        else:
-            each.stack = traceback.StackSummary.from_list(
-                [frame for frame in each.stack if not frame.filename.startswith(_hidden())]
-            )
     return "".join(shown.format())
 
 

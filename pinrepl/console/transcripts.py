@@ -8,6 +8,8 @@ that runs to the next prompt. An output line that starts with a backslash is rea
 it: `--update` (`updated`) writes one before output that would read as a prompt, a
 continuation or a comment, so that every file it writes replays.
 Each replay gets a fresh console and, by default, a sandbox: the database is left as found.
+What the code prints is its output, and so is what the app logs at INFO and up (pinrepl's
+loggers and those named after the app's modules), caught without touching the root logger.
 By default transcripts replay against a test database made for the run
 (`test_database`): the app's tables and its demo data, whatever the developer's holds.
 """
@@ -22,8 +24,10 @@ import difflib
 import doctest
 import io
 import logging
+import os
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,10 +275,12 @@ async def _replay(transcript: Transcript, app: App) -> list[Outcome]:
     outcomes = []
     async with session(app) as console:
         console.ready()
-        evaluator = Evaluator(console.namespace, str(transcript.path))
+        # Named as the prompt names its code: under the file's own name, Python would show
+        # a syntax error with the line of that number in the transcript, prompt and all.
+        evaluator = Evaluator(console.namespace)
         for example in transcript.examples:
             captured = io.StringIO()
-            with _capture(captured):
+            with _capture(captured, _app_loggers(app)):
                 try:
                     await evaluator.run(example.source, lambda v: print(repr(v)))
                 except Exception as exc:
@@ -284,21 +290,54 @@ async def _replay(transcript: Transcript, app: App) -> list[Outcome]:
 
 
 @contextlib.contextmanager
-def _capture(output: io.StringIO) -> Iterator[None]:
-    """Print and log into `output` (logged lines are output, as in the REPL); the root
-    logger is left as it was found."""
+def _capture(output: io.StringIO, loggers: Iterable[str]) -> Iterator[None]:
+    """Print into `output`, and log there what `loggers` log at INFO and up (logged lines
+    are output, as in the REPL). The root logger is not touched: its handlers (pytest's,
+    the app's) still get the records, and other libraries' logging is left to them."""
     handler = logging.StreamHandler(output)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO))
+    handler.setLevel(logging.INFO)
+    with contextlib.ExitStack() as stack:
+        for name in sorted(loggers):
+            stack.enter_context(_logging_to(handler, logging.getLogger(name)))
+        stack.enter_context(contextlib.redirect_stdout(output))
+        stack.enter_context(contextlib.redirect_stderr(output))
+        yield
+
+
+@contextlib.contextmanager
+def _logging_to(handler: logging.Handler, logger: logging.Logger) -> Iterator[None]:
+    """`logger` (and its children) log to `handler` too, from INFO up (its level lowered
+    to INFO meanwhile if it is higher); its handlers and level are restored afterwards."""
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
     try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            yield
+        yield
     finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _app_loggers(app: App) -> set[str]:
+    """What a job logs, by logger: pinrepl's and those named after the app's modules, by
+    the top-level name of each module or package in the app folder (`jobs.maintenance`,
+    `models`, `services.mail`) and of each loaded module from the jobs folder or the
+    models file, under the name it was loaded by (`logging.getLogger(__name__)` in a job
+    file). Not the app folder's every module: a virtualenv inside it holds libraries."""
+    settings = app.settings
+    names = {"pinrepl"}
+    names.update(path.stem for path in settings.root.iterdir()
+                 if path.stem.isidentifier() and (path.suffix == ".py" or path.is_dir()))
+    jobs = tuple({os.path.join(str(folder), "") for folder in
+                  (settings.jobs_dir, settings.jobs_dir.resolve())})
+    models = {str(path) for path in (settings.models_path,) if path is not None}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and (file.startswith(jobs) or file in models):
+            names.add(name.partition(".")[0])
+    return names
 
 
 def updated(transcript: Transcript, outcomes: list[Outcome]) -> str:

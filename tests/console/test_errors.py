@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from pinrepl import App
+from pinrepl.console.transcripts import Transcript, replay
+
 from ..conftest import invoke, write_example_app
 from .terminal import Repl
 
@@ -121,3 +124,17 @@ def test_a_failing_job_shows_its_own_frames_only(app):
         "RuntimeError: boom\n"
         "in background job 'boom'\n"
     )
+
+
+async def test_a_syntax_error_in_a_transcript_shows_as_at_the_prompt(app):
+    path = app / "test_syntax.transcript"
+    path.write_text(
+        "pinrepl > 1 + 1\n2\n"
+        "pinrepl > x = 1 +* 2\n" + expected(SYNTAX, app, "<stdin>") +
+        "pinrepl > for i in range(2):\n...     x = 1 +* 2\n...\n"
+        '  File "<stdin>", line 2\n    x = 1 +* 2\n           ^\nSyntaxError: invalid syntax\n'
+    )
+    async with App.open(app) as opened:
+        outcomes = await replay(Transcript.read(path), opened, sandbox=False)
+    assert [o.actual for o in outcomes[1:]] == [o.example.expected for o in outcomes[1:]]
+    assert all(o.passed for o in outcomes)

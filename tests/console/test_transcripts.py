@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,35 @@ async def test_replay_passes_fails_and_updates(app, tmp_path):
     assert "hello bob" in rewritten and "\n42\n" in rewritten
     again = Transcript.parse(rewritten, transcript.path)
     assert all(o.passed for o in await replay(again, app, sandbox=False))
+
+
+LOGS = """
+import logging
+from pinrepl import BackgroundJob
+
+class Logs(BackgroundJob):
+    async def run(self):
+        root = logging.getLogger()
+        print(repr((root.level, root.handlers)))
+        logging.getLogger("jobs.logs").info("by the jobs folder's name")
+        logging.getLogger(__name__).warning("by the module's name")
+        logging.getLogger("jobs.logs").debug("not shown")
+"""
+
+
+async def test_a_replay_shows_what_jobs_log_and_leaves_the_root_logger_alone(tmp_path):
+    root = logging.getLogger()
+    as_found = (root.level, list(root.handlers))
+    transcript = parse(
+        "pinrepl > await runBackgroundJob('logs')\n"
+        f"{as_found!r}\n"
+        "INFO jobs.logs: by the jobs folder's name\n"
+        "WARNING ...logs: by the module's name\n"
+    )
+    async with App.open(write_app(tmp_path / "app", {"logs.py": LOGS})) as app:
+        (outcome,) = await replay(transcript, app, sandbox=False)
+    assert outcome.passed, outcome.actual
+    assert (root.level, root.handlers) == as_found
 
 
 async def test_each_replay_gets_a_fresh_namespace(app):
