@@ -410,8 +410,8 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
             + (" · sandbox: writes are rolled back at exit" if sandbox else "")
         )
         click.echo(
-            "await runBackgroundJob('name', *args) · database.<table> · jobs · the app's "
-            "models by class name · echo(True) prints SQL · reload() · "
+            "await runBackgroundJob('name', *args) · database.<table> · jobs · app · the "
+            "app's models by class name · select, func, text · echo(True) prints SQL · reload() · "
             "await use_tenant('name') · Ctrl-C interrupts · Ctrl-D or exit() quits"
         )
         return await interact(console, history_path(settings.root))

@@ -4,8 +4,10 @@ tenant) and code run through it non-interactively (`--execute`, piped stdin).
 The prompt (`prompt.py`) and transcripts drive the same console through the same
 `Evaluator`. The namespace exists before the job files, the models and SQLAlchemy are
 loaded: a thread loads them while the user types (and then adds the app's model classes
-to the namespace, as shell_plus does), and the first use of `jobs`, `database` or
-`runBackgroundJob` waits for it. What fails to load is reported once, in one line; each
+and SQLAlchemy's `select`, `func` and `text` to the namespace, as shell_plus does), and
+the first use of `jobs`, `database` or `runBackgroundJob` waits for it. `app` is the
+`App` itself (`await app.run_job(name, args, tenants=[...])`). What fails to load is
+reported once, in one line (on stderr without a prompt); each
 later use tries again and raises a fresh one-line error, and what does not need the
 failed part (jobs without models) stays usable. Shown at the prompt, `jobs` is a listing
 of each job's schedules, next and last run (`listing`, loaded when first shown).
@@ -52,6 +54,7 @@ class Console:
             "run_background_job": self.run_background_job,
             "database": Current(lambda: self.workspace.database),
             "jobs": _Jobs(self),
+            "app": app,
             "BackgroundJob": BackgroundJob,
             "reload": self.reload,
             "use_tenant": self.use_tenant,
@@ -75,11 +78,20 @@ class Console:
                 for model in models:
                     self.namespace.setdefault(model.__name__, model)
                     self._models.append(model.__name__)
+                self._add_query_helpers()
                 engine = self._attempt("database", lambda: self.app.engine)
                 if engine is not None and self.echo_when_loaded:
                     self._set_echo(True)
         finally:
             self._loaded.set()
+
+    def _add_query_helpers(self) -> None:
+        """SQLAlchemy's `select`, `func` and `text`, for queries the facade does not cover;
+        names the user has set meanwhile are kept."""
+        from sqlalchemy import func, select, text  # the loader's thread: not at startup
+
+        for name, helper in (("select", select), ("func", func), ("text", text)):
+            self.namespace.setdefault(name, helper)
 
     def _attempt(self, part: str, load: Callable[[], Any]) -> Any:
         """`load()`, or None with its error kept as one line."""
@@ -117,6 +129,12 @@ class Console:
             lines.append(f"models: {', '.join(sorted(self._models))}")
         lines.extend(f"load error: {error}" for error in self._load_errors)
         return "\n".join(lines)
+
+    def load_error_lines(self) -> list[str]:
+        """The `load error` lines of `loaded_summary` (job files, then parts of the app):
+        what code run without a prompt says on stderr."""
+        errors = [*(self.app.jobs.errors if self._jobs_loaded else ()), *self._load_errors]
+        return [f"load error: {error}" for error in errors]
 
     def _jobs_summary(self, verb: str) -> str:
         registry = self.app.jobs
@@ -293,8 +311,11 @@ async def session(app: App, tenant: str | None = None, sandbox: bool = False,
 
 
 async def execute(console: Console, source: str, filename: str = "<stdin>") -> int:
-    """Run `source` as the REPL would, printing values; 1 on an uncaught exception."""
+    """Run `source` as the REPL would, printing values; 1 on an uncaught exception. What
+    failed to load is said first, on stderr, as the prompt says it when it starts."""
     console.ready()
+    for line in console.load_error_lines():
+        print(line, file=sys.stderr)
     try:
         await Evaluator(console.namespace, filename).run(source, lambda v: print(repr(v)))
     except (Exception, asyncio.CancelledError) as exc:

@@ -33,13 +33,26 @@ GREET = """
 """
 
 
+GATED = HELLO + """
+    import os, time
+
+    # The REPL's loader waits here (a slow import) until the test opens the gate.
+    gate = os.environ.get("LOADER_GATE")
+    for _ in range(1200 if gate else 0):
+        if os.path.exists(gate):
+            break
+        time.sleep(0.05)
+"""
+
+
 def test_the_models_are_in_the_namespace_once_loaded_in_the_background(tmp_path):
-    slow = HELLO + "\n    import time\n    time.sleep(2)  # a slow import: the loader is busy\n"
-    app = write_example_app(tmp_path / "app", {"slow.py": slow})
-    repl = Repl(app, tmp_path)
+    app = write_example_app(tmp_path / "app", {"slow.py": GATED})
+    gate = tmp_path / "gate"
+    repl = Repl(app, tmp_path, LOADER_GATE=str(gate))
     repl.expect("the app's models by class name")
-    repl.expect("pinrepl >")
-    repl.run("import sys; 'sqlalchemy' in sys.modules", "False")  # the prompt came first
+    repl.expect("pinrepl >")  # while the loader waits at the gate: the prompt came first
+    repl.run("import sys; 'sqlalchemy' in sys.modules, type(app).__name__", "(False, 'App')")
+    gate.touch()
     repl.expect("1 job loaded: slow")
     repl.expect("models: ")
     repl.expect("Notification")
@@ -47,6 +60,8 @@ def test_the_models_are_in_the_namespace_once_loaded_in_the_background(tmp_path)
              "(<class 'models.User'>, <class 'models.Notification'>, "
              "<class 'pinrepl.db.models.Tenant'>)")
     repl.run("await database.users.where(User.email.like('%@acme.example')).count()", "3")
+    repl.run("[helper.__module__.split('.')[0] for helper in (select, text)], func.count().name",
+             "(['sqlalchemy', 'sqlalchemy'], 'count')")
     assert repl.quit() == 0
 
 
@@ -92,7 +107,8 @@ def test_a_job_shows_as_a_readable_summary(tmp_path):
     assert lines[2].endswith(("CET", "CEST"))
     assert lines[3:5] == ["  multi-tenant, 2 tenants at a time",
                           f"1 background job in {app / 'jobs'} (times in UTC):"]
-    assert re.fullmatch(r"  greet  0 9 \* \* 1  \S+ \S+ UTC  - +yes", lines[6]), lines[6]
+    assert re.fullmatch(r'  greet  0 9 \* \* 1 \(Europe/Paris\) \["weekly"\]  \S+ \S+ UTC  - +yes',
+                        lines[6]), lines[6]
 
 
 BROKEN_MODELS = """
@@ -121,3 +137,25 @@ def test_a_broken_models_file_is_reported_once_and_jobs_stay_usable(tmp_path):
         )
     assert repl.quit() == 0
     assert repl.raw.count("load error:") == 1
+
+
+def test_execute_and_stdin_say_what_failed_to_load_on_stderr(tmp_path):
+    app = write_app(tmp_path / "app", {"hello.py": HELLO}, models=BROKEN_MODELS)
+    line = (f"load error: {app / 'models.py'}:6: NameError: name 'undefined_name' is not "
+            "defined\n")
+    executed = invoke("repl", "--app", app, "-e", "await runBackgroundJob('hello')")
+    assert (executed.exit_code, executed.stdout, executed.stderr) == (0, "hello world\n", line)
+    piped = invoke("repl", "--app", app, input="await runBackgroundJob('hello')\n")
+    assert (piped.exit_code, piped.stdout, piped.stderr) == (0, "hello world\n", line)
+
+
+def test_the_app_and_sqlalchemys_select_func_and_text_are_in_the_namespace(tmp_path):
+    app = write_example_app(tmp_path / "app", {"greet.py": GREET})
+    result = invoke("repl", "--app", app, "-e", "\n".join([
+        "app.settings.root.name",
+        "await app.run_job('greet', ['for acme only'], tenants=['acme'])",
+        "await database.session.scalar(select(func.count()).select_from(User))",
+        "(await database.session.execute(text('select count(*) from tenants'))).scalar()",
+    ]))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0, "'app'\nfor acme only\n6\n3\n", "")
