@@ -9,7 +9,7 @@ import sys
 import textwrap
 from contextlib import closing
 
-from ..conftest import clean_env, write_example_app
+from ..conftest import clean_env, needs_postgres, postgres_database, write_example_app
 
 LOGS = {"logs.py": """
     import logging
@@ -29,10 +29,10 @@ def state():
 """
 
 
-def pytest_in(folder, *args):
+def pytest_in(folder, *args, **env):
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=120,
+        cwd=folder, env=clean_env(**env), capture_output=True, text=True, timeout=120,
     )
 
 
@@ -78,3 +78,66 @@ def test_transcripts_replay_on_a_test_database_unless_the_ini_says_app(tmp_path)
     assert "1 failed" in on_app.stdout and "-3\n+4" in on_app.stdout, on_app.stdout
     with closing(sqlite3.connect(app / "pinrepl.db")) as db:
         assert db.execute("select count(*) from tenants").fetchone() == (4,)  # untouched
+
+
+ADD_USER = {"add_user.py": """
+    from pinrepl import BackgroundJob
+
+    class AddUser(BackgroundJob):
+        async def run(self, name):
+            await self.database.users.insert(name=name, email=f"{name}@example.com")
+"""}
+
+TESTS_OF_JOBS = """
+import pathlib
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+
+
+@pytest.mark.asyncio
+async def test_a_job_runs_on_the_test_database_in_a_sandbox(pinrepl_app):
+    assert pinrepl_app.settings.root == HERE.parent.parent
+    await pinrepl_app.run_background_job("add-user", "zed")
+    async with pinrepl_app.workspace() as workspace:
+        assert await workspace.database.users.where(name="zed").count() == 1
+        assert await workspace.database.tenants.count() == 3  # not the developer's 4
+    (HERE / "url.txt").write_text(pinrepl_app.settings.database_url)
+
+
+@pytest.mark.asyncio
+async def test_b_the_next_test_sees_none_of_its_writes(pinrepl_app):
+    async with pinrepl_app.workspace() as workspace:
+        assert await workspace.database.users.where(name="zed").count() == 0
+"""
+
+
+def test_plain_tests_get_their_app_on_the_transcripts_test_database_in_a_sandbox(tmp_path):
+    app = write_example_app(tmp_path / "app", ADD_USER)
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db, db:
+        db.execute("insert into tenants (name, active) values ('developers-own', 1)")
+    tests = app / "tests" / "unit"  # the app is the nearest one above the test file
+    tests.mkdir(parents=True)
+    (tests / "test_a_add_user.py").write_text(TESTS_OF_JOBS)
+    (tests / "test_c_same_database.transcript").write_text(
+        "pinrepl > import pathlib\n"
+        "pinrepl > app.settings.database_url == pathlib.Path('tests/unit/url.txt').read_text()\n"
+        "True\n"
+        "pinrepl > await database.users.where(name='zed').count()\n0\n"
+    )
+    result = pytest_in(app, "-p", "no:randomly", "tests")
+    assert "3 passed" in result.stdout, result.stdout + result.stderr
+    with closing(sqlite3.connect(app / "pinrepl.db")) as db:
+        assert db.execute("select count(*) from users where name = 'zed'").fetchone() == (0,)
+
+
+@needs_postgres
+def test_plain_tests_get_their_app_on_a_postgres_test_database(tmp_path):
+    app = write_example_app(tmp_path / "app", ADD_USER, demo=False)
+    (app / "tests").mkdir()
+    (app / "tests" / "test_a_add_user.py").write_text(
+        TESTS_OF_JOBS.replace("HERE.parent.parent", "HERE.parent"))
+    with postgres_database() as url:
+        result = pytest_in(app, "-p", "no:randomly", "tests", PINREPL_DATABASE_URL=url)
+    assert "2 passed" in result.stdout, result.stdout + result.stderr
