@@ -4,22 +4,26 @@
 console's `Evaluator`, shows errors as Python does (`evaluator.format_exception`), makes
 Ctrl-C interrupt blocking code as well as awaiting code, lets `exit(n)` end the session
 with status n, and completes job names. The prompt shows the tenant and the sandbox;
-history persists per app.
+history persists per app. Completions are computed in daemon threads that nothing waits
+for (`DetachedCompleter`): leaving does not wait for one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+import threading
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import AnyFormattedText
 from prompt_toolkit.patch_stdout import patch_stdout
@@ -80,12 +84,56 @@ class JobNameCompleter(Completer):
                 yield Completion(name, start_position=-len(typed))
 
 
+class DetachedCompleter(ThreadedCompleter):
+    """prompt_toolkit's `ThreadedCompleter`, but a cancelled completion is not waited for:
+    its thread (a daemon) is left to finish alone. jedi may take seconds on a busy machine,
+    or forever in a `__dir__` that blocks, and leaving the REPL (which cancels the
+    completion typing started) must not wait for completions nobody will see."""
+
+    async def get_completions_async(self, document: Document, complete_event: CompleteEvent
+                                    ) -> AsyncGenerator[Completion, None]:
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[list[Completion]] = loop.create_future()
+        context = contextvars.copy_context()  # prompt_toolkit finds its app in it
+
+        def complete() -> None:
+            try:
+                result = list(self.completer.get_completions(document, complete_event))
+            except BaseException as exc:  # handed to the awaiting task, as an executor does
+                _settle(loop, found, exc)
+            else:
+                _settle(loop, found, result)
+
+        threading.Thread(target=context.run, args=(complete,), name="pinrepl-completer",
+                         daemon=True).start()
+        for completion in await found:
+            yield completion
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: Any) -> None:
+    """From a completer thread: give `future` its result or exception, unless it was
+    cancelled meanwhile or its loop is gone (nobody waits any more)."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the session has ended
+        loop.call_soon_threadsafe(settle)
+
+
 class ConsoleRepl(PythonRepl):
     """ptpython's REPL evaluating through pinrepl's `Evaluator`.
 
     Overrides ptpython's hooks `run_and_show_expression_async`, `eval_async`,
     `_handle_exception` and `_add_to_namespace`, and passes `_completer`;
-    `tests/console/test_prompt_hooks.py` fails loudly if they change.
+    `tests/console/test_prompt_hooks.py` fails loudly if they change. Its buffer's
+    completer becomes a `DetachedCompleter` (`tests/console/test_namespace.py` fails if
+    leaving waits for a completion again).
     """
 
     def __init__(self, console: Console, history: Path) -> None:
@@ -114,6 +162,10 @@ class ConsoleRepl(PythonRepl):
         self._loading = False
         self._ctrl_c = Interrupter()
         self.app.after_render += self._start_loading
+        # ptpython runs its completer (ours, wrapped) in a ThreadedCompleter: detach it.
+        threaded = self.default_buffer.completer
+        if isinstance(threaded, ThreadedCompleter):
+            self.default_buffer.completer = DetachedCompleter(threaded.completer)
 
     def _start_loading(self, _app: Any) -> None:
         if not self._loading:  # start loading once the first prompt is on screen

@@ -52,6 +52,18 @@ class Repl:
         self.child.sendline(line)
         return "".join(self.expect(text) for text in expected)
 
+    def press_until(self, keys, text, timeout=15):
+        """Send `keys` until `text` shows (what they do may not be ready yet: history is
+        read in the background); the screen up to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.child.send(keys)
+            try:
+                return self.expect(text, timeout=0.5)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
     def settle(self, seconds=0.3):
         """Let the prompt come back and read everything on screen."""
         time.sleep(seconds)

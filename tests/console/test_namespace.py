@@ -5,7 +5,6 @@ once while the jobs that need no models stay usable."""
 from __future__ import annotations
 
 import re
-import time
 
 from ..conftest import invoke, write_app, write_example_app
 from .terminal import Repl
@@ -83,20 +82,36 @@ def test_tab_completes_job_names(tmp_path):
     app = write_example_app(tmp_path / "app", {"hello.py": HELLO, "greet.py": GREET},
                             demo=False)
     repl = Repl(app, tmp_path)
-    repl.expect("2 jobs loaded")
-    time.sleep(0.3)
+    repl.expect("2 jobs loaded: greet, hello")
+    # Tab inserts the completion at once when the menu of completions (computed as the
+    # name is typed) is on screen: the keys typed after it follow it.
     repl.child.send("await runBackgroundJob('he")
+    repl.expect("'he")
+    repl.expect(" hello")
     repl.child.send("\t")
-    time.sleep(0.5)
     repl.run("', 'tab')", "hello tab")
     repl.child.send("jobs['gr")
+    repl.expect("'gr")
+    repl.expect(" greet")
     repl.child.send("\t")
-    time.sleep(0.5)
-    repl.run("'].name", "'greet'")
-    repl.settle(1)  # jedi, completing `.name` as it was typed, may still be busy
+    repl.run("'].name", "'greet'")  # jedi may still be completing `.name`: see below
     assert repl.quit() == 0
 
 
+#: An object whose `__dir__` (which completing `slow.` calls) takes a minute.
+SLOW_DIR = ("slow = type('SlowDir', (), {'__dir__': lambda self: "
+            "(print('completing ' + 'started'), __import__('time').sleep(60), [])[-1]})()")
+
+
+def test_leaving_does_not_wait_for_a_completion_still_being_computed(tmp_path):
+    app = write_example_app(tmp_path / "app", {"hello.py": HELLO}, demo=False)
+    repl = Repl(app, tmp_path)
+    repl.expect("1 job loaded: hello")
+    repl.child.sendline(SLOW_DIR)
+    repl.child.send("slow.")  # completing it as typed runs `__dir__`
+    repl.expect("completing started")
+    repl.child.sendcontrol("u")  # an empty line, for Ctrl-D
+    assert repl.quit() == 0  # within `ended()`'s 10 s, not after 60 s
 def test_a_job_shows_as_a_readable_summary(tmp_path):
     app = write_example_app(tmp_path / "app", {"greet.py": GREET}, demo=False)
     result = invoke("repl", "--app", app, "-e", "jobs['greet']\njobs")

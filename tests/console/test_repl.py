@@ -132,8 +132,7 @@ def test_history_survives_a_restart(app, tmp_path):
     assert "1234 + 1" in history[0].read_text()
     again = Repl(app, tmp_path)
     again.expect("jobs loaded")
-    time.sleep(0.5)
-    again.child.send("\x1b[A")  # up arrow: the last line of the previous session
+    again.press_until("\x1b[A", "1234 + 1")  # up arrow: the last line of the previous session
     again.child.send("\r")
     again.expect("1235")
     assert again.quit() == 0
