@@ -5,6 +5,7 @@ once while the jobs that need no models stay usable."""
 from __future__ import annotations
 
 import re
+import time
 
 from ..conftest import invoke, write_app, write_example_app
 from .terminal import Repl
@@ -98,18 +99,24 @@ def test_tab_completes_job_names(tmp_path):
     assert repl.quit() == 0
 
 
-#: An object whose `__dir__` (which completing `slow.` calls) takes a minute.
-SLOW_DIR = ("slow = type('SlowDir', (), {'__dir__': lambda self: "
-            "(print('completing ' + 'started'), __import__('time').sleep(60), [])[-1]})()")
+#: An object whose `__dir__` (which completing `slow.` calls) makes file {started} and
+#: takes a minute. (It does not print: output from a completion's thread can wedge
+#: prompt_toolkit's patched stdout.)
+SLOW_DIR = ("slow = type('SlowDir', (), {{'__dir__': lambda self: (open({started!r}, 'w').close(),"
+            " __import__('time').sleep(60), [])[-1]}})()")
 
 
 def test_leaving_does_not_wait_for_a_completion_still_being_computed(tmp_path):
     app = write_example_app(tmp_path / "app", {"hello.py": HELLO}, demo=False)
+    started = tmp_path / "completing"
     repl = Repl(app, tmp_path)
     repl.expect("1 job loaded: hello")
-    repl.child.sendline(SLOW_DIR)
+    repl.child.sendline(SLOW_DIR.format(started=str(started)))
     repl.child.send("slow.")  # completing it as typed runs `__dir__`
-    repl.expect("completing started")
+    deadline = time.monotonic() + 15
+    while not started.exists():
+        assert time.monotonic() < deadline, "the completion of 'slow.' never started"
+        time.sleep(0.05)
     repl.child.sendcontrol("u")  # an empty line, for Ctrl-D
     assert repl.quit() == 0  # within `ended()`'s 10 s, not after 60 s
 def test_a_job_shows_as_a_readable_summary(tmp_path):
