@@ -5,7 +5,7 @@ console's `Evaluator`, shows errors as Python does (`evaluator.format_exception`
 Ctrl-C interrupt blocking code as well as awaiting code, lets `exit(n)` end the session
 with status n, and completes job names. The prompt shows the tenant and the sandbox;
 history persists per app. Completions are computed in daemon threads that nothing waits
-for (`DetachedCompleter`): leaving does not wait for one.
+for (`DetachedCompleter`): neither running a line nor leaving waits for one.
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ class JobNameCompleter(Completer):
 
 class DetachedCompleter(ThreadedCompleter):
     """prompt_toolkit's `ThreadedCompleter`, but a cancelled completion is not waited for:
-    its thread (a daemon) is left to finish alone. jedi may take seconds on a busy machine,
-    or forever in a `__dir__` that blocks, and leaving the REPL (which cancels the
-    completion typing started) must not wait for completions nobody will see."""
+    its thread (a daemon) is left to finish alone. Each line typed ends a prompt, which
+    cancels the completions typing started and waits for them, and so does leaving; jedi
+    may take seconds on a busy machine (forever in a `__dir__` that blocks), and neither
+    running the line nor leaving may wait for completions nobody will see."""
 
     async def get_completions_async(self, document: Document, complete_event: CompleteEvent
                                     ) -> AsyncGenerator[Completion, None]:
@@ -132,8 +133,8 @@ class ConsoleRepl(PythonRepl):
     Overrides ptpython's hooks `run_and_show_expression_async`, `eval_async`,
     `_handle_exception` and `_add_to_namespace`, and passes `_completer`;
     `tests/console/test_prompt_hooks.py` fails loudly if they change. Its buffer's
-    completer becomes a `DetachedCompleter` (`tests/console/test_namespace.py` fails if
-    leaving waits for a completion again).
+    completer becomes a `DetachedCompleter` (`tests/console/test_namespace.py` fails if a
+    line or leaving waits for a completion again).
     """
 
     def __init__(self, console: Console, history: Path) -> None:

@@ -106,7 +106,7 @@ SLOW_DIR = ("slow = type('SlowDir', (), {{'__dir__': lambda self: (open({started
             " __import__('time').sleep(60), [])[-1]}})()")
 
 
-def test_leaving_does_not_wait_for_a_completion_still_being_computed(tmp_path):
+def test_neither_a_line_nor_leaving_waits_for_a_completion_still_being_computed(tmp_path):
     app = write_example_app(tmp_path / "app", {"hello.py": HELLO}, demo=False)
     started = tmp_path / "completing"
     repl = Repl(app, tmp_path)
@@ -117,8 +117,9 @@ def test_leaving_does_not_wait_for_a_completion_still_being_computed(tmp_path):
     while not started.exists():
         assert time.monotonic() < deadline, "the completion of 'slow.' never started"
         time.sleep(0.05)
-    repl.child.sendcontrol("u")  # an empty line, for Ctrl-D
-    assert repl.quit() == 0  # within `ended()`'s 10 s, not after 60 s
+    repl.child.sendcontrol("u")  # an empty line
+    repl.run("6 * 7", "42")  # within `expect`'s 15 s, not after 60 s
+    assert repl.quit() == 0  # within `ended()`'s 10 s
 def test_a_job_shows_as_a_readable_summary(tmp_path):
     app = write_example_app(tmp_path / "app", {"greet.py": GREET}, demo=False)
     result = invoke("repl", "--app", app, "-e", "jobs['greet']\njobs")
