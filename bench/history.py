@@ -21,7 +21,6 @@ Run: python bench/history.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -29,13 +28,11 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from scratch import scratch_postgres  # bench/ is the script's folder: on sys.path
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
 from pinrepl import App
 from pinrepl.db.models import Tenant
@@ -82,31 +79,6 @@ def write_app(root: Path) -> Path:
     for n in range(1, JOBS + 1):
         (root / "jobs" / f"report_{n}.py").write_text(textwrap.dedent(HOURLY.format(n=n)))
     return root
-
-
-@contextlib.contextmanager
-def scratch_postgres() -> Iterator[str]:
-    server = os.environ.get("PINREPL_BENCH_DATABASE_URL") or os.environ.get(
-        "PINREPL_TEST_DATABASE_URL")
-    if not server:
-        sys.exit("set PINREPL_BENCH_DATABASE_URL (or PINREPL_TEST_DATABASE_URL) to a "
-                 "PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432/test")
-    import asyncpg
-
-    name = f"pinrepl_bench_{uuid.uuid4().hex[:12]}"
-
-    async def on_server(statement: str) -> None:
-        connection = await asyncpg.connect(server)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(on_server(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def fill(root: Path, url: str, older: bool) -> int:

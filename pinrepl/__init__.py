@@ -13,16 +13,20 @@ __version__ = "0.1.0"
 
 from .app import App
 from .errors import (
+    AmbiguousTenant,
     BackgroundJobExit,
     BackgroundJobFailed,
     BadJobArguments,
     ConfigError,
     DatabaseReadOnly,
+    DatabaseRefused,
     DatabaseUnavailable,
     InvalidSchedule,
+    InvalidTimezone,
     JobDefinitionError,
     JobLoadError,
     LockTimeout,
+    MissingColumn,
     MissingTable,
     NoTenantsTable,
     PinreplError,
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 _DATABASE_NAMES = ("Database", "Model", "Query", "Table", "Tenant")
 
 __all__ = [
+    "AmbiguousTenant",
     "App",
     "BackgroundJob",
     "BackgroundJobExit",
@@ -53,13 +58,16 @@ __all__ = [
     "ConfigError",
     "Database",
     "DatabaseReadOnly",
+    "DatabaseRefused",
     "DatabaseUnavailable",
     "InvalidSchedule",
+    "InvalidTimezone",
     "JobDefinitionError",
     "JobLoadError",
     "JobRegistry",
     "JobSpec",
     "LockTimeout",
+    "MissingColumn",
     "MissingTable",
     "Model",
     "NoTenantsTable",
