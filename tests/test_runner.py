@@ -225,8 +225,10 @@ TENANT_JOBS = {
             multi_tenant = True
 
             async def tenants_filter(self, tenants):
-                # Reads through the filter's own workspace: a session that holds a connection
-                # until the workspace is torn down.
+                # A facade read commits and gives its connection back; the session's own
+                # connection is held until the workspace is torn down, so the pool's count
+                # after the run shows whether it was.
+                await self.database.session.connection()
                 active = await self.database.tenants.where(active=True).all()
                 return tenants.where(tenants.model.id.in_([t.id for t in active]))
 
@@ -379,7 +381,7 @@ async def test_cancelling_mid_fan_out_closes_every_workspace(tapp):
 async def test_an_async_tenants_filter_is_awaited_and_its_workspace_torn_down(tapp, capsys):
     await tapp.run_background_job("async-filter")  # no RuntimeWarning: warnings are errors
     assert capsys.readouterr().out == "async-filtered acme\nasync-filtered globex\n"
-    assert tapp.engine.engine.pool.checkedout() == 0  # the filter's session is closed
+    assert tapp.engine.engine.pool.checkedout() == 0  # the filter's workspace is torn down
 
 
 async def test_the_workspace_a_tenants_filter_runs_in_is_torn_down(tapp, monkeypatch):
@@ -404,6 +406,7 @@ async def test_an_async_tenants_filter_that_raises_names_the_job(tapp, tmp_path)
             multi_tenant = True
 
             async def tenants_filter(self, tenants):
+                await self.database.session.connection()  # held until torn down
                 raise LookupError("no plan")
 
             async def run(self):
