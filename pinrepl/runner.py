@@ -11,7 +11,8 @@ then raises `BackgroundJobFailed`.
 
 A tenant reference is a row, an int (an id), or a string: `id:2` and `name:2` say which,
 and a bare `2` is an id or a name, refused as ambiguous when it is one tenant's id and
-another's name.
+another's name. A prefixed reference that is also, whole, another tenant's name (a tenant
+named `id:2`) is refused as ambiguous too; `name:id:2` chooses that one.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ class Runner:
 
     async def resolve_tenants(self, refs: Iterable[Any]) -> list[Tenant]:
         """Tenant rows for `refs` (rows, ids, names, `id:N` or `name:X`), each once, in the
-        order given; `UnknownTenant`, or `AmbiguousTenant` for a bare reference that is one
-        tenant's id and another's name."""
+        order given; `UnknownTenant`, or `AmbiguousTenant` for a reference that means two
+        tenants (see the module's docstring)."""
         database = self._open_database(None)
         try:
             await _require_tenants_table(database, None)
@@ -250,40 +251,57 @@ def _as_id(text: str) -> int | None:
         else None
 
 
+#: Why `id:x` (or an int) names no tenant when `x` cannot be an id.
+NOT_AN_ID = f": a tenant id is a whole number up to {MAX_TENANT_ID}"
+
+
 async def _find_tenant(database: Database, ref: Any) -> Tenant:
+    """The one tenant `ref` means; `UnknownTenant` or `AmbiguousTenant`."""
     model: type[Tenant] = database.tenants.model  # type: ignore[assignment]
     if isinstance(ref, model):
         return ref
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return await _one_tenant(database, str(ref), ref, None)
     text = str(ref)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        # Checked like any id: past the column's range a driver raises its own error.
+        tenant_id = _as_id(text)
+        return await _one_tenant(database, text, tenant_id, None,
+                                 why=NOT_AN_ID if tenant_id is None else "")
     kind, _, rest = text.partition(":")
     if kind == "id" and rest:
         tenant_id = _as_id(rest)
-        if tenant_id is None:
-            raise UnknownTenant(f"unknown tenant {text!r}: a tenant id is a whole number")
-        return await _one_tenant(database, text, tenant_id, None)
+        return await _one_tenant(database, text, tenant_id, None, whole=text,
+                                 why=NOT_AN_ID if tenant_id is None else "")
     if kind == "name" and rest:
-        return await _one_tenant(database, text, None, rest)
+        return await _one_tenant(database, text, None, rest, whole=text)
     return await _one_tenant(database, text, _as_id(text), text)
 
 
-async def _one_tenant(database: Database, ref: str, tenant_id: int | None, name: str | None
-                      ) -> Tenant:
-    """The tenant whose id is `tenant_id` or whose name is `name`: one, else an error."""
-    by_id = await database.tenants.where(id=tenant_id).first() if tenant_id is not None \
-        else None
-    by_name = await database.tenants.where(name=name).first() if name is not None else None
+async def _one_tenant(database: Database, ref: str, tenant_id: int | None, name: str | None,
+                      *, whole: str | None = None, why: str = "") -> Tenant:
+    """The tenant whose id is `tenant_id` or whose name is `name` (or, for a prefixed
+    reference, whose name is the `whole` reference): one, else an error (`why` says why
+    none)."""
+    tenants = database.tenants
+    by_id = await tenants.where(id=tenant_id).first() if tenant_id is not None else None
+    by_name = await tenants.where(name=name).first() if name is not None else None
     if by_id is not None and by_name is not None and by_id.id != by_name.id:
         raise AmbiguousTenant(
             f"tenant {ref!r} is ambiguous: it is the id of tenant {by_id.id} "
             f"({by_id.name!r}) and the name of tenant {by_name.id}; choose with "
             f"id:{ref} or name:{ref}"
         )
-    tenant = by_id or by_name
+    meant = by_id or by_name
+    by_whole = await tenants.where(name=whole).first() if whole is not None else None
+    if meant is not None and by_whole is not None and meant.id != by_whole.id:
+        raise AmbiguousTenant(
+            f"tenant {ref!r} is ambiguous: it chooses tenant {meant.id} ({meant.name!r}) "
+            f"and is the whole name of tenant {by_whole.id}; choose that one with "
+            f"name:{ref}"
+        )
+    tenant = meant or by_whole
     if tenant is None:
-        names = [t.name for t in await database.tenants.all()]
-        raise UnknownTenant(f"unknown tenant {ref!r}{suggest(name or ref, names)}")
+        names = [t.name for t in await tenants.all()]
+        raise UnknownTenant(f"unknown tenant {ref!r}{why or suggest(name or ref, names)}")
     return tenant
 
 

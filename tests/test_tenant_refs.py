@@ -71,7 +71,9 @@ def test_the_same_tenant_by_id_and_by_name_runs_once(app):
 
 
 @pytest.mark.parametrize(("ref", "message"), [
-    ("id:x", "unknown tenant 'id:x': a tenant id is a whole number"),
+    ("id:x", "unknown tenant 'id:x': a tenant id is a whole number up to 2147483647"),
+    ("id:2147483648", "unknown tenant 'id:2147483648': a tenant id is a whole number up to "
+                      "2147483647"),
     ("id:9", "unknown tenant 'id:9'"),
     ("name:nobody", "unknown tenant 'name:nobody'"),
     ("ACME", "unknown tenant 'ACME' (did you mean: acme?)"),
@@ -116,3 +118,23 @@ async def test_the_python_api_takes_the_same_references(app, capsys):
         assert workspace.tenant is not None and workspace.tenant.id == 4
         await workspace.aclose()
     assert capsys.readouterr().out == "ran for 4 '2'\nran for 2 'globex'\nran for 2 'globex'\n"
+
+
+def test_a_prefixed_reference_that_is_another_tenants_whole_name_is_ambiguous(app):
+    asyncio.run(add_tenant(app, "id:2"))  # tenant 5
+    asyncio.run(add_tenant(app, "id:9"))  # tenant 6; there is no tenant 9
+    assert one_line(run(app, "id:2")) == (
+        "tenant 'id:2' is ambiguous: it chooses tenant 2 ('globex') and is the whole name "
+        "of tenant 5; choose that one with name:id:2")
+    assert run(app, "name:id:2").stdout == "ran for 5 'id:2'\n"
+    assert run(app, "id:9").stdout == "ran for 6 'id:9'\n"
+
+
+@pytest.mark.parametrize("ref", [2**31, 2**70, -1])
+async def test_an_int_that_cannot_be_an_id_is_an_unknown_tenant(example_app, ref, capsys):
+    """On SQLite 2**70 overflowed in the driver and on PostgreSQL 2**31 is past INTEGER."""
+    with pytest.raises(UnknownTenant) as error:
+        await example_app.run_job("send-newsletter", tenants=[ref])
+    assert str(error.value) == f"unknown tenant '{ref}': a tenant id is a whole number up to " \
+        "2147483647"
+    assert capsys.readouterr().out == ""
