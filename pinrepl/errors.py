@@ -124,7 +124,9 @@ class UnknownTenant(PinreplError, LookupError):
 
 class AmbiguousTenant(UnknownTenant):
     """A tenant reference that is one tenant's id and another's name (a tenant named `2`);
-    `id:2` or `name:2` chooses."""
+    `id:2` or `name:2` chooses. A prefixed reference that is also another tenant's whole name
+    (a tenant named `id:2`) is one too; `name:id:2` chooses that tenant. It is an
+    `UnknownTenant`, so catching `UnknownTenant` catches it."""
 
 
 class NoTenantsTable(MissingTable):
