@@ -4,7 +4,7 @@
 console's `Evaluator`, shows errors as Python does (`evaluator.format_exception`), makes
 Ctrl-C interrupt blocking code as well as awaiting code, lets `exit(n)` end the session
 with status n, and completes job names. The prompt shows the tenant and the sandbox;
-history persists per app. Completions are computed in daemon threads that nothing waits
+history persists per app. Completions are computed in a daemon thread that nothing waits
 for (`DetachedCompleter`): neither running a line nor leaving waits for one.
 """
 
@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,31 +85,68 @@ class JobNameCompleter(Completer):
                 yield Completion(name, start_position=-len(typed))
 
 
+@dataclass
+class _Request:
+    """One completion asked for: what to complete, and where its answer goes."""
+
+    loop: asyncio.AbstractEventLoop
+    found: asyncio.Future[list[Completion]]
+    context: contextvars.Context  # prompt_toolkit finds its app in it
+    document: Document
+    event: CompleteEvent
+
+
 class DetachedCompleter(ThreadedCompleter):
     """prompt_toolkit's `ThreadedCompleter`, but a cancelled completion is not waited for:
     its thread (a daemon) is left to finish alone. Each line typed ends a prompt, which
     cancels the completions typing started and waits for them, and so does leaving; jedi
     may take seconds on a busy machine (forever in a `__dir__` that blocks), and neither
-    running the line nor leaving may wait for completions nobody will see."""
+    running the line nor leaving may wait for completions nobody will see.
+
+    Completing while typing asks once per key: one worker thread computes them in turn,
+    and only the latest request waits for it. A request that a newer one replaced before
+    it started gets no completions (its caller sees the document changed and asks again),
+    and a cancelled one is skipped. The worker ends when nothing is asked."""
+
+    def __init__(self, completer: Completer) -> None:
+        super().__init__(completer)
+        self._lock = threading.Lock()
+        self._latest: _Request | None = None
+        self._working = False
 
     async def get_completions_async(self, document: Document, complete_event: CompleteEvent
                                     ) -> AsyncGenerator[Completion, None]:
         loop = asyncio.get_running_loop()
-        found: asyncio.Future[list[Completion]] = loop.create_future()
-        context = contextvars.copy_context()  # prompt_toolkit finds its app in it
-
-        def complete() -> None:
-            try:
-                result = list(self.completer.get_completions(document, complete_event))
-            except BaseException as exc:  # handed to the awaiting task, as an executor does
-                _settle(loop, found, exc)
-            else:
-                _settle(loop, found, result)
-
-        threading.Thread(target=context.run, args=(complete,), name="pinrepl-completer",
-                         daemon=True).start()
-        for completion in await found:
+        request = _Request(loop, loop.create_future(), contextvars.copy_context(), document,
+                           complete_event)
+        with self._lock:
+            replaced, self._latest = self._latest, request
+            start, self._working = not self._working, True
+        if replaced is not None:
+            _settle(replaced.loop, replaced.found, [])
+        if start:
+            threading.Thread(target=self._work, name="pinrepl-completer", daemon=True).start()
+        for completion in await request.found:
             yield completion
+
+    def _work(self) -> None:
+        """The worker: the latest request, until there is none."""
+        while True:
+            with self._lock:
+                request, self._latest = self._latest, None
+                if request is None:
+                    self._working = False
+                    return
+            if not request.found.done():  # cancelled: the prompt it was typed in ended
+                request.context.run(self._complete, request)
+
+    def _complete(self, request: _Request) -> None:
+        try:
+            result = list(self.completer.get_completions(request.document, request.event))
+        except BaseException as exc:  # handed to the awaiting task, as an executor does
+            _settle(request.loop, request.found, exc)
+        else:
+            _settle(request.loop, request.found, result)
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: Any) -> None:

@@ -4,8 +4,15 @@ once while the jobs that need no models stay usable."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from pinrepl.console.prompt import DetachedCompleter
 
 from ..conftest import invoke, write_app, write_example_app
 from .terminal import Repl
@@ -182,3 +189,44 @@ def test_the_app_and_sqlalchemys_select_func_and_text_are_in_the_namespace(tmp_p
     ]))
     assert (result.exit_code, result.stdout, result.stderr) == (
         0, "'app'\nfor acme only\n6\n3\n", "")
+
+
+class Blocking(Completer):
+    """Completes any text with `done`, once `release` is set; tells `started` each call."""
+
+    def __init__(self, started):
+        self.release = threading.Event()
+        self.started = started
+        self.calls = []
+
+    def get_completions(self, document, complete_event):
+        self.calls.append(document.text)
+        self.started(document.text)
+        self.release.wait(timeout=60)
+        yield Completion("done")
+
+
+async def test_completing_as_each_key_is_typed_takes_one_thread_and_the_latest_text():
+    loop = asyncio.get_running_loop()
+    first = loop.create_future()
+    inner = Blocking(lambda text: loop.call_soon_threadsafe(
+        lambda: first.done() or first.set_result(text)))
+    completer = DetachedCompleter(inner)
+
+    async def complete(text):
+        found = completer.get_completions_async(Document(text), CompleteEvent())
+        return [completion.text async for completion in found]
+
+    before = threading.active_count()
+    tasks = [asyncio.create_task(complete("k"))]
+    assert await first == "k"  # the worker is busy with the first key
+    tasks += [asyncio.create_task(complete("k" * n)) for n in range(2, 51)]
+    try:
+        await asyncio.sleep(0)  # the tasks just created have asked
+        assert threading.active_count() <= before + 1
+        for task in tasks[1:-1]:  # replaced by the next key before they started
+            assert await task == []
+    finally:
+        inner.release.set()
+    assert [await tasks[0], await tasks[-1]] == [["done"], ["done"]]
+    assert inner.calls == ["k", "k" * 50]
