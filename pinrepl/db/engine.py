@@ -17,7 +17,14 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuchModuleError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InvalidRequestError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncSession,
@@ -195,7 +202,9 @@ class Engine:
         the data broke, say: that is the caller's to handle).
 
         SQLite says a missing table or column with one generic code, so the database is
-        looked at to tell which, rather than the message read."""
+        looked at to tell which, rather than the message read; only for an error of the
+        type such a mistake raises (an `OperationalError`, a `ProgrammingError` in PEP
+        249's words), not for a broken constraint that code may catch in a loop."""
         tables = list(tables)
         code = getattr(error.orig, "sqlite_errorcode", None) or getattr(
             error.orig, "sqlstate", None
@@ -210,14 +219,17 @@ class Engine:
             return DatabaseReadOnly(
                 f"database {self.shown_url} is read-only: {first_line(error)}"
             )
-        if code == _PG_UNDEFINED_TABLE or code is None or self.is_sqlite:
+        unclear = (code is None or self.is_sqlite) and isinstance(
+            error, (OperationalError, ProgrammingError)
+        )
+        if code == _PG_UNDEFINED_TABLE or unclear:
             try:
                 missing = [name for name in tables if not await self.has_table(name)]
             except DBAPIError:
                 return None
             if missing:
                 return MissingTable(missing)
-        if code == _PG_UNDEFINED_COLUMN or code is None or self.is_sqlite:
+        if code == _PG_UNDEFINED_COLUMN or unclear:
             try:
                 lacking = await self.missing_columns(tables)
             except DBAPIError:

@@ -9,6 +9,10 @@ import sqlite3
 from contextlib import closing
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+from pinrepl import App
 
 from ..conftest import _on_postgres, invoke, needs_postgres, one_line, postgres_database, write_app
 
@@ -95,3 +99,27 @@ def test_a_missing_column_is_one_line_on_postgresql(tmp_path, command):
         table, column = (gadgets, "size") if args else ("background_job_runs", "error")
         assert one_line(result).startswith(
             f"table {table!r} of the database has no column {column!r}")
+
+
+def test_a_broken_constraint_caught_in_a_loop_does_not_look_at_the_schema(tmp_path):
+    """Only an error that can be a missing table or column sends SQLite's schema queries
+    (a connection and a look at each table): code catching IntegrityError pays none."""
+    root, env = init_app(tmp_path, "gadgets_e", f"sqlite:///{tmp_path / 'app.db'}")
+    statements: list[str] = []
+
+    async def insert_one_then_duplicates() -> None:
+        async with App.open(root, environ=env) as app:
+            database = app.database()
+            try:
+                await database.gadgets_e.insert(id=1, name="a", size=1)
+                event.listen(app.engine.engine.sync_engine, "before_cursor_execute",
+                             lambda _conn, _cursor, statement, *_: statements.append(statement))
+                for _ in range(3):
+                    with pytest.raises(IntegrityError):
+                        await database.gadgets_e.insert(id=1, name="a", size=1)
+            finally:
+                await database.aclose()
+
+    asyncio.run(insert_one_then_duplicates())
+    assert [s for s in statements if "sqlite_master" in s or "PRAGMA" in s.upper()] == []
+    assert sum("INSERT" in s for s in statements) == 3
