@@ -7,6 +7,7 @@ did not load)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
 import sys
@@ -16,8 +17,13 @@ from zoneinfo import ZoneInfo
 
 import pexpect
 import pytest
+from rich.cells import cell_len
+from rich.console import Console
 
 from pinrepl import App, Schedule
+from pinrepl.console.listing import jobs_table, runs_rows, runs_table
+from pinrepl.db.runs import list_runs, tenant_names
+from pinrepl.overview import app_overview
 
 from .conftest import clean_env, invoke, reset_database, write_app
 from .console.terminal import ANSI
@@ -82,9 +88,32 @@ def on_a_terminal(app, *args, columns=80):
     return ANSI.sub("", child.before), child.exitstatus
 
 
+def table_of(screen):
+    """The lines of the table on `screen`, down to its bottom edge (not a line on stderr)."""
+    lines = screen.splitlines()
+    bottom = max(index for index, line in enumerate(lines) if line.startswith("└"))
+    return lines[:bottom + 1]
+
+
 def rows_named(text, name):
     """The lines of `text` that name `name` as a whole word, as `grep -w` finds them."""
     return [line for line in text.splitlines() if name in line.replace("│", " ").split()]
+
+
+def drawn(table, width):
+    """The lines of `table` drawn on a console of `width` columns, as the CLI prints it."""
+    out = io.StringIO()
+    Console(file=out, width=width, highlight=False).print(table, crop=False)
+    return out.getvalue().splitlines()
+
+
+def fits_with_whole(lines, width, wholes):
+    """Every line fits in `width` (else the terminal wraps it, splitting what it shows)
+    and each of `wholes` is on one line."""
+    text = "\n".join(lines)
+    assert max(cell_len(line) for line in lines) <= width, text
+    for whole in wholes:
+        assert any(whole in line for line in lines), text
 
 
 # -- whole names ------------------------------------------------------------------------------
@@ -104,15 +133,31 @@ def test_on_an_80_column_terminal_names_are_never_cut(app):
     assert "┏" in screen  # a rich table
     for name in NAMES:
         assert len(rows_named(screen, name)) == 1, screen
+    fits_with_whole(table_of(screen), 80, NAMES)
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+async def test_the_jobs_table_fits_the_console_with_whole_names(app, width):
+    async with App.open(app) as opened:
+        overview = await app_overview(opened)
+    fits_with_whole(drawn(jobs_table(overview), width), width, NAMES)
 
 
 # -- schedules --------------------------------------------------------------------------------
 
 
+def next_slots(cron, zone, before):
+    """The next slot of a schedule after `before` and the one after it: a command that
+    started at `before` shows one of them (the second if a slot passed while it ran)."""
+    schedule = Schedule(cron, zone)
+    first = schedule.next_after(before)
+    return first, schedule.next_after(first)
+
+
 def test_each_schedule_shows_its_timezone_arguments_and_next_slot(app):
+    before = datetime.now(UTC)
     listed = json.loads(invoke("list-background-jobs", "--json", "--app", app).stdout)
     job = next(job for job in listed["jobs"] if job["name"] == "reports/daily-summary")
-    now = datetime.now(UTC)
     expected = {
         ("30 9 * * 1-5", "America/New_York"): (["sales"], {"to": "Jürgen Müller <jm@example.com>"}),
         ("0 18 * * 1-5", "Europe/Paris"): (["sales"], {"to": "team@example.com"}),
@@ -120,8 +165,8 @@ def test_each_schedule_shows_its_timezone_arguments_and_next_slot(app):
     assert {(s["cron"], s["timezone"]): (s["args"], s["kwargs"]) for s in job["schedules"]} \
         == expected
     for schedule in job["schedules"]:
-        upcoming = Schedule(schedule["cron"], schedule["timezone"]).next_after(now)
-        assert datetime.fromisoformat(schedule["next"]) == upcoming
+        upcoming = next_slots(schedule["cron"], schedule["timezone"], before)
+        assert datetime.fromisoformat(schedule["next"]) in upcoming
         assert schedule["next"].endswith(("+01:00", "+02:00"))  # in the app's timezone
     assert job["next_run"] == min((s["next"] for s in job["schedules"]),
                                   key=datetime.fromisoformat)
@@ -134,10 +179,11 @@ def test_each_schedule_shows_its_timezone_arguments_and_next_slot(app):
     paris = next(line for line in both if "0 18 * * 1-5" in line)
     assert '(America/New_York) ["sales"] {"to": "Jürgen Müller <jm@example.com>"}' in new_york
     assert '0 18 * * 1-5 ["sales"] {"to": "team@example.com"}' in paris  # the app's: no zone
-    for line, cron in ((new_york, "30 9 * * 1-5"), (paris, "0 18 * * 1-5")):
-        (schedule,) = [s for s in job["schedules"] if s["cron"] == cron]
-        upcoming = datetime.fromisoformat(schedule["next"]).astimezone(PARIS_ZONE)
-        assert upcoming.strftime("%Y-%m-%d %H:%M:%S %Z") in line  # its own next slot
+    for line, cron, zone in ((new_york, "30 9 * * 1-5", "America/New_York"),
+                             (paris, "0 18 * * 1-5", "Europe/Paris")):
+        shown = [slot.astimezone(PARIS_ZONE).strftime("%Y-%m-%d %H:%M:%S %Z")
+                 for slot in next_slots(cron, zone, before)]
+        assert any(slot in line for slot in shown), (line, shown)  # its own next slot
 
 
 # -- when the listing cannot say everything -----------------------------------------------------
@@ -264,12 +310,32 @@ def test_piped_the_runs_listing_is_plain_text_with_whole_names(history):
     assert "until Monday" in globex  # nothing cut
 
 
+RUN_WHOLES = ("broken/collide-a", "reports/daily-summary", "2 (globex)", "1 (acme)")
+
+
 def test_on_an_80_column_terminal_run_ids_jobs_and_tenants_are_never_cut(history):
     screen, status = on_a_terminal(history, "list-background-job-runs")
     assert status == 0, screen
     assert "┏" in screen
-    for whole in ("broken/collide-a", "reports/daily-summary", "2 (globex)", "1 (acme)"):
-        assert any(whole in line for line in screen.splitlines()), screen
+    fits_with_whole(table_of(screen), 80, RUN_WHOLES)
+
+
+@pytest.mark.parametrize("width", [80, 100])
+async def test_the_runs_table_fits_the_console_with_whole_jobs_and_tenants(history, width):
+    """The job is whole, its arguments wrap in a column of their own."""
+    async with App.open(history) as opened:
+        database = opened.database()
+        try:
+            runs = await list_runs(database)
+            tenants = await tenant_names(database, [run.tenant_id for run in runs
+                                                    if run.tenant_id is not None])
+        finally:
+            await database.aclose()
+        zone = opened.settings.timezone
+    lines = drawn(runs_table(runs_rows(runs, zone, tenants), zone), width)
+    fits_with_whole(lines, width, RUN_WHOLES)
+    ids = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    assert {"1", "2", "3"} <= set(ids), "\n".join(lines)  # each id whole in its cell
 
 
 @pytest.mark.parametrize(("options", "said"), [

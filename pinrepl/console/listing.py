@@ -3,10 +3,12 @@ plain aligned text (the REPL's `jobs`, and the CLI when its output is not a term
 as rich tables (the CLI on a terminal). Both show the same cells, times in the app's
 timezone.
 
-A job name, a tenant and a run id are never cut: the other columns wrap (rich), or every
-column is as wide as its widest cell (plain text, which `grep` reads whole). A job's
-schedules take one line each, soonest next slot first, with the timezone when it is not
-the app's and the arguments the bot passes.
+A job name, a tenant and a run id are never cut: in a rich table they are as wide as their
+widest cell and never wrap, and every other column (a run's arguments have one of their
+own) wraps, so the table fits the console whenever those fit in it; in plain text every
+column is as wide as its widest cell (which `grep` reads whole). A job's schedules take one
+line each, soonest next slot first, with the timezone when it is not the app's and the
+arguments the bot passes.
 
 In the REPL the last runs are the session's tenant's (see `overview.read_history`); when
 the database cannot say, the last run is `-` and a line says why. Loaded the first time
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from ..db.runs import shown_args, shown_arguments
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["READ_TIMEOUT", "History", "listing", "read_history"]
 
 JOB_COLUMNS = ("name", "schedules", "next run", "last run", "multi-tenant")
-RUN_COLUMNS = ("id", "job", "tenant", "slot", "status", "took", "bot", "error")
+RUN_COLUMNS = ("id", "job", "args", "tenant", "slot", "status", "took", "bot", "error")
 
 
 # -- the jobs -------------------------------------------------------------------------------
@@ -117,10 +119,11 @@ def _job_rows(job: JobRow, overview: Overview) -> list[list[str]]:
 
 def runs_rows(runs: Sequence[BackgroundJobRun], timezone: ZoneInfo,
               tenants: Mapping[int, str]) -> list[list[str]]:
-    """The cells of each run: the tenant with its name when it still exists, `-` for how
-    long a run took that never ran or has not ended."""
+    """The cells of each run (`RUN_COLUMNS`): its arguments apart from the job (in a table
+    they may wrap, the job may not), the tenant with its name when it still exists, `-`
+    for how long a run took that never ran or has not ended."""
     return [[
-        str(run.id), run.job + shown_args(run.args), _tenant(run.tenant_id, tenants),
+        str(run.id), run.job, shown_args(run.args).lstrip(), _tenant(run.tenant_id, tenants),
         run.scheduled_for.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
         "-" if run.finished_at is None or run.status in NOT_RUN else
         f"{(run.finished_at - run.started_at).total_seconds():.3f} s",
@@ -129,14 +132,17 @@ def runs_rows(runs: Sequence[BackgroundJobRun], timezone: ZoneInfo,
 
 
 def runs_text(rows: list[list[str]], timezone: ZoneInfo) -> str:
-    """The runs as plain aligned text."""
+    """The runs as plain aligned text, each job with its arguments (as `grep` finds them:
+    nothing wraps here)."""
     title = f"background job runs (times in {timezone.key}):"
-    return "\n".join([title, *aligned([list(RUN_COLUMNS), *rows])])
+    columns = [column for column in RUN_COLUMNS if column != "args"]
+    joined = [[id_, f"{job} {args}".rstrip(), *rest] for id_, job, args, *rest in rows]
+    return "\n".join([title, *aligned([columns, *joined])])
 
 
 def runs_table(rows: list[list[str]], timezone: ZoneInfo) -> Table:
     return _table(f"background job runs (times in {timezone.key})", list(RUN_COLUMNS), rows,
-                  whole=("id", "job", "tenant"), no_wrap=("slot", "status"))
+                  whole=("id", "job", "tenant"))
 
 
 def _tenant(tenant_id: int | None, names: Mapping[int, str]) -> str:
@@ -156,17 +162,27 @@ def aligned(rows: list[list[str]]) -> list[str]:
             .rstrip() for row in rows]
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]], whole: Sequence[str] = (),
-           no_wrap: Sequence[str] = ()) -> Table:
-    """A rich table whose `whole` columns are never narrower than their widest cell, so
-    that rich, short of room, wraps the other columns instead of cutting these."""
-    from rich.table import Table  # rich loads only to draw
+def _table(title: str, columns: list[str], rows: list[list[str]], whole: Sequence[str] = ()
+           ) -> Table:
+    """A rich table whose `whole` columns are as wide as their widest cell and never wrap,
+    the others wrapping (a word longer than its column folds).
+
+    Short of room, rich narrows the columns that may wrap, down to nothing if need be, so
+    the table fits whenever the `whole` ones fit. A `whole` column must not be one of them:
+    rich would narrow it too and `min_width` would widen it back after, past the console's
+    width, which the terminal then wraps, splitting the names on screen. When even the
+    `whole` columns do not fit, rich narrows every column and `min_width` keeps these whole:
+    the table is wider than the console (printed uncropped)."""
+    from rich.cells import cell_len  # rich loads only to draw
+    from rich.table import Table
 
     table = Table(title=title)
     for index, column in enumerate(columns):
-        widest = max((len(row[index]) for row in rows), default=0)
-        keep: dict[str, Any] = {"min_width": max(widest, len(column))} if column in whole else {}
-        table.add_column(column, no_wrap=column in no_wrap, overflow="fold", **keep)
+        if column in whole:
+            widest = max([cell_len(column), *(cell_len(row[index]) for row in rows)])
+            table.add_column(column, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
