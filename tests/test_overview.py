@@ -58,27 +58,28 @@ def rich_text(overview) -> str:
     return out.getvalue()
 
 
-def test_the_next_run_is_the_first_instant_inside_the_repeated_hour(tmp_path):
+async def test_the_next_run_is_the_first_instant_inside_the_repeated_hour(tmp_path):
     """At 01:15 EDT, 01:30 EDT (05:30Z) comes before 01:10 EST (06:10Z), though 01:10
     reads earlier on the wall clock."""
-    app = App.open(write_app(tmp_path / "app", TWICE, pyproject=NEW_YORK_APP))
-    overview = jobs_overview(app.jobs, NEW_YORK, None, AUTUMN)
+    async with App.open(write_app(tmp_path / "app", TWICE, pyproject=NEW_YORK_APP)) as app:
+        overview = jobs_overview(app.jobs, NEW_YORK, None, AUTUMN)
+        repl = listing(app.jobs, NEW_YORK, None, AUTUMN)
     (job,) = overview.jobs
     assert job.next is not None
     assert job.next.astimezone(UTC) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
     assert [s.cron for s in job.schedules] == ["30 1 * * *", "10 * * * *"]  # soonest first
     assert overview.as_json()["jobs"][0]["next_run"] == "2026-11-01T01:30:00-04:00"
-    rows = {"the REPL": listing(app.jobs, NEW_YORK, None, AUTUMN).splitlines()[2],
+    rows = {"the REPL": repl.splitlines()[2],
             "the CLI": rich_text(overview).splitlines()[4]}
     for shown in rows.values():
         assert "report" in shown and "2026-11-01 01:30:00 EDT" in shown, rows
         assert "01:10:00 EST" not in shown
 
 
-def test_each_schedule_shows_its_timezone_arguments_and_next_slot(tmp_path):
-    app = App.open(write_app(tmp_path / "app", ZONES))
+async def test_each_schedule_shows_its_timezone_arguments_and_next_slot(tmp_path):
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)  # a Monday
-    overview = jobs_overview(app.jobs, ZoneInfo("UTC"), None, now)
+    async with App.open(write_app(tmp_path / "app", ZONES)) as app:
+        overview = jobs_overview(app.jobs, ZoneInfo("UTC"), None, now)
     assert overview.as_json()["jobs"][0]["schedules"] == [  # soonest first
         {"cron": "30 9 * * 1", "timezone": "America/New_York", "args": ["für"],
          "kwargs": {"to": "Zoë"}, "next": "2026-06-01T13:30:00+00:00"},
