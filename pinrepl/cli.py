@@ -535,8 +535,16 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
     from .bot.scheduler import Bot  # only this command needs the bot
 
     with logging_to_stderr(_TimedFormatter()):  # the bot's log is kept: each line says when
-        async with App(Settings.load(app_dir)) as app:
-            return await Bot(app, concurrency=concurrency, grace=grace, lease=lease).run(once)
+        try:
+            async with App(Settings.load(app_dir)) as app:
+                return await Bot(app, concurrency=concurrency, grace=grace, lease=lease).run(
+                    once)
+        except ConfigError:
+            raise  # its settings or app folder: one line, as from every command
+        except PinreplError as exc:
+            # What stopped the bot is the line of its log that matters most: it says when too.
+            logging.getLogger("pinrepl.bot").error("%s", exc)
+            return 2
 
 
 @cli.command("list-background-job-runs")

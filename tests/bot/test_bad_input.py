@@ -1,10 +1,12 @@
 """What a user can get wrong with the bot's commands: bad options, no database, a database
 without the bot's tables or whose tables differ, an unknown job. Each is one line and
-exit 2, and changes nothing."""
+exit 2, and changes nothing. What stops the bot once it has read its settings is the last
+line of its log, which starts with its time as every line of the log does."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from contextlib import closing
 
@@ -27,6 +29,19 @@ TICK = {
                 pass
     """,
 }
+
+
+def last_line(result, command):
+    """The one error line of `command` (see `one_line`); for the bot, the last line of its
+    log: its time, `ERROR pinrepl.bot: `, the message."""
+    if command[0] != "bot":
+        return one_line(result)
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    last = result.stderr.splitlines()[-1]
+    timed = re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ERROR pinrepl\.bot: (.+)",
+                         last)
+    assert timed is not None, result.stderr
+    return timed[1]
 
 
 @pytest.fixture
@@ -57,7 +72,7 @@ def test_a_value_that_is_no_number_says_what_it_must_be(app, options, message):
 
 @pytest.mark.parametrize("command", [["bot"], ["bot", "--once"], ["list-background-job-runs"]])
 def test_no_database_is_one_line(app, command):
-    line = one_line(invoke(*command, "--app", app))
+    line = last_line(invoke(*command, "--app", app), command)
     assert line == f"no database at {app / 'pinrepl.db'}; create it with: pinrepl init-database"
     assert not (app / "pinrepl.db").exists()
 
@@ -66,7 +81,7 @@ def test_no_database_is_one_line(app, command):
 def test_a_database_without_the_bots_tables_is_one_line(app, command):
     with closing(sqlite3.connect(app / "pinrepl.db")) as db:
         db.execute("create table unrelated (id integer)")
-    line = one_line(invoke(*command, "--app", app))
+    line = last_line(invoke(*command, "--app", app), command)
     assert line.startswith("the database has no table") and "'background_job_runs'" in line
     assert line.endswith(" with: pinrepl init-database")
     with closing(sqlite3.connect(app / "pinrepl.db")) as db:
@@ -76,7 +91,7 @@ def test_a_database_without_the_bots_tables_is_one_line(app, command):
 
 def test_an_unreachable_database_is_one_line(app):
     url = "postgresql://nobody:secret@127.0.0.1:1/db"
-    line = one_line(invoke("bot", "--app", app, env={"PINREPL_DATABASE_URL": url}))
+    line = last_line(invoke("bot", "--app", app, env={"PINREPL_DATABASE_URL": url}), ["bot"])
     assert line.startswith("cannot reach database postgresql+asyncpg://nobody:***@127.0.0.1:1/db")
 
 
@@ -104,8 +119,7 @@ def test_a_runs_table_that_differs_stops_the_bot_with_one_line(tmp_path, databas
     root = bot_app(tmp_path / "app", TICK, database_url)
     asyncio.run(_rename_column(root, database_url, "error", "reason"))
     result = invoke("bot", "--once", "--app", root, env={"PINREPL_DATABASE_URL": database_url})
-    assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[-1] == (
-        "pinrepl: table 'background_job_runs' of the database has no column 'error' (its "
+    assert last_line(result, ["bot"]) == (
+        "table 'background_job_runs' of the database has no column 'error' (its "
         "model has it); pinrepl init-database lists the columns that differ")
     assert "database unavailable" not in result.stderr
