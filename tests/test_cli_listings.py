@@ -25,7 +25,7 @@ from pinrepl.console.listing import jobs_table, runs_rows, runs_table
 from pinrepl.db.runs import list_runs, tenant_names
 from pinrepl.overview import app_overview
 
-from .conftest import clean_env, invoke, reset_database, write_app
+from .conftest import _on_postgres, clean_env, invoke, one_line, reset_database, write_app
 from .console.terminal import ANSI
 
 ARGS = "(a, *rest, to='x')"
@@ -211,6 +211,31 @@ def test_a_runs_table_it_cannot_read_is_said_and_exits_1(app):
     reason = json.loads(result.stdout)["last_runs_unknown"]
     assert reason and "background_job_runs" in reason
     assert result.stderr == f"last runs unknown: {reason}\n"
+
+
+def drop_column(url, table, column):
+    statement = f"alter table {table} drop column {column}"
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.partition(":///")[2])) as db, db:
+            db.execute(statement)
+    else:
+        asyncio.run(_on_postgres(url, statement))
+
+
+def test_a_runs_table_missing_a_column_is_the_line_the_runs_listing_says(app, database_url):
+    """The last runs are unknown for the reason `list-background-job-runs` gives, the one
+    line naming the table, the column and init-database, not the database's own error."""
+    env = {"PINREPL_DATABASE_URL": database_url}
+    assert invoke("init-database", "--app", app, env=env).exit_code == 0
+    drop_column(database_url, "background_job_runs", "finished_at")
+    reason = one_line(invoke("list-background-job-runs", "--app", app, env=env))
+    assert reason.startswith(
+        "table 'background_job_runs' of the database has no column 'finished_at'")
+    table = invoke("list-background-jobs", "--app", app, env=env)
+    assert (table.exit_code, table.stderr) == (1, f"last runs unknown: {reason}\n")
+    assert len(rows_named(table.stdout, "reports/daily-summary")) == 1  # listed all the same
+    listed = invoke("list-background-jobs", "--json", "--app", app, env=env)
+    assert json.loads(listed.stdout)["last_runs_unknown"] == reason
 
 
 def test_without_a_database_yet_there_are_no_runs_and_it_exits_0(app):

@@ -5,6 +5,7 @@ bot's history, each job's latest slot with its statuses counted by the database.
 from __future__ import annotations
 
 import io
+import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from pinrepl import App
 from pinrepl.console.listing import jobs_table, jobs_text, listing
+from pinrepl.db.models import BackgroundJobRun, Tenant
 from pinrepl.db.runs import last_runs, shown_args
 from pinrepl.overview import jobs_overview, read_history
 
@@ -161,3 +163,31 @@ async def test_last_runs_of_named_jobs_only(history):
         assert set(await last_runs(database)) == {"report", "weekly"}
     finally:
         await database.aclose()
+
+
+async def test_the_last_run_of_a_fan_out_fetches_a_row_per_status_not_one_per_tenant(
+        tmp_path, caplog):
+    """The database counts the statuses of the latest slot (item 29): its 200 tenants'
+    runs, of 2 statuses, come back as 2 rows, as SQLAlchemy's echo of each fetched row
+    shows, however many tenants the job fans out over."""
+    async with App.open(write_app(tmp_path / "app", ZONES)) as app:
+        await app.init_database(echo=lambda _line: None)
+        database = app.database()
+        try:
+            session = database.session
+            session.add_all(Tenant(name=f"tenant-{number}") for number in range(1, 201))
+            await session.flush()
+            session.add_all(BackgroundJobRun(**run("weekly", slot, status, tenant_id=tenant))
+                            for tenant in range(1, 201)
+                            for slot, status in ((SLOT - timedelta(weeks=1), "succeeded"),
+                                                 (SLOT, "failed" if tenant == 7 else
+                                                  "succeeded")))
+            await session.commit()
+            await last_runs(database, ["weekly"])  # what is looked up once (the runs table)
+            caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine.Engine")
+            found = await last_runs(database, ["weekly"])
+        finally:
+            await database.aclose()
+    assert found["weekly"].counts == {"failed": 1, "succeeded": 199}
+    fetched = [record for record in caplog.records if record.msg == "Row %r"]
+    assert len(fetched) == 2, [record.getMessage() for record in fetched]

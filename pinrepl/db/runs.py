@@ -2,7 +2,8 @@
 that have runs (SPEC 7).
 
 They read through a workspace's `database` facade, so they commit, take their turn in a
-sandbox and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
+sandbox, say a database error about the environment (a runs table that lacks a column) as
+its one line and, in a tenant's workspace, see that tenant's runs only. `list-background-jobs`,
 `list-background-job-runs` and the REPL's `jobs` listing use them.
 
 Reading the last runs costs the same however long the history is: each job's latest slot is
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import MissingTable
 from ..statuses import slot_status
@@ -76,9 +78,7 @@ async def last_runs(database: Database, jobs: Iterable[str] | None = None
         parts = [_latest_slot(name, database.tenant_id)
                  for name in names[start:start + _JOBS_PER_STATEMENT]]
         statement = parts[0] if len(parts) == 1 else union_all(*parts)
-        async with database.transaction():  # commits, and takes its turn in a sandbox
-            rows += (await database.session.execute(
-                statement.execution_options(**FACADE))).all()  # filtered to the tenant already
+        rows += await _rows(database, statement.execution_options(**FACADE), TABLE)  # filtered
     by_job: dict[str, list[Any]] = {}
     for row in rows:
         by_job.setdefault(row[0], []).append(row)
@@ -115,8 +115,7 @@ async def tenant_names(database: Database, ids: Iterable[int]) -> dict[int, str]
     if not wanted or not await database.has_table(Tenant.__tablename__):
         return {}
     statement = select(Tenant.id, Tenant.name).where(Tenant.id.in_(wanted))
-    async with database.transaction():
-        return {id_: name for id_, name in await database.session.execute(statement)}
+    return {id_: name for id_, name in await _rows(database, statement, Tenant.__tablename__)}
 
 
 async def job_names(database: Database) -> set[str]:
@@ -124,8 +123,18 @@ async def job_names(database: Database) -> set[str]:
     if not await database.has_table(TABLE):
         return set()
     statement = select(BackgroundJobRun.job).distinct()
-    async with database.transaction():  # commits, and takes its turn in a sandbox
-        return set(await database.session.scalars(statement))
+    return {job for (job,) in await _rows(database, statement, TABLE)}
+
+
+async def _rows(database: Database, statement: Any, table: str) -> list[Any]:
+    """The rows of `statement` on `table`, read as the facade's own calls are (`_run`,
+    this package's): committed, in their turn in a sandbox, and a database error about the
+    environment (a missing column, a lock timeout) raised as its one-line error."""
+
+    async def read(session: AsyncSession) -> list[Any]:
+        return list((await session.execute(statement)).all())
+
+    return await database._run(read, table)
 
 
 async def list_runs(database: Database, job: str | None = None, status: str | None = None,
