@@ -6,7 +6,8 @@ The app is the nearest folder up from the transcript or test file with a `jobs` 
 a `[tool.pinrepl]` table. By default it runs on a test database made once per test run
 and app (`pinrepl_database = test`); `pinrepl_database = app` uses the app's own
 (`PINREPL_DATABASE_URL` applies). Each file replays, and each test using `pinrepl_app`
-runs, in a sandbox unless the ini option `pinrepl_sandbox` is false.
+runs, in a sandbox unless the ini option `pinrepl_sandbox` is false. The fixture is async:
+pytest-asyncio runs it, and a test using it without pytest-asyncio fails saying so.
 
 pytest loads every plugin when it starts, so the app, the console and SQLAlchemy are
 imported only when a transcript or a test using the fixture runs.
@@ -31,8 +32,13 @@ try:  # pytest-asyncio runs an async fixture in the test's loop, in its strict m
     import pytest_asyncio
 
     _async_fixture = pytest_asyncio.fixture
-except ImportError:  # another plugin runs async tests (anyio), or none does
+except ImportError:  # then nothing runs it: `pytest_fixture_setup` says so
     _async_fixture = pytest.fixture
+
+#: A test using the async `pinrepl_app` where pytest-asyncio does not run (is not installed,
+#: or `-p no:asyncio`) fails with this line instead of pytest's generic async error.
+NEEDS_PYTEST_ASYNCIO = ("the pinrepl_app fixture is async and needs pytest-asyncio: "
+                        "pip install pytest-asyncio")
 
 _test_databases = pytest.StashKey[dict[Path, "Settings"]]()
 
@@ -53,6 +59,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.name.startswith("test_") and file_path.suffix == ".transcript":
         return TranscriptFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+                         ) -> None:
+    """Before pytest sets up `pinrepl_app`: without pytest-asyncio, fail in one line."""
+    if fixturedef.argname == "pinrepl_app" and \
+            not request.config.pluginmanager.hasplugin("asyncio"):
+        pytest.fail(NEEDS_PYTEST_ASYNCIO, pytrace=False)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -141,3 +141,16 @@ def test_plain_tests_get_their_app_on_a_postgres_test_database(tmp_path):
     with postgres_database() as url:
         result = pytest_in(app, "-p", "no:randomly", "tests", PINREPL_DATABASE_URL=url)
     assert "2 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_app_fixture_without_pytest_asyncio_says_it_is_needed_in_one_line(tmp_path):
+    app = write_example_app(tmp_path / "app", ADD_USER, demo=False)
+    (app / "tests").mkdir()
+    (app / "tests" / "test_app.py").write_text(
+        "async def test_it(pinrepl_app):\n    pass\n")
+    result = pytest_in(app, "-p", "no:asyncio", "tests")
+    assert "1 error" in result.stdout, result.stdout + result.stderr
+    error = result.stdout.split("ERROR at setup of test_it _")[1].split("\n=")[0]
+    assert error.splitlines()[1:] == [
+        "the pinrepl_app fixture is async and needs pytest-asyncio: pip install pytest-asyncio"]
+    assert "requested an async fixture" not in result.stdout
