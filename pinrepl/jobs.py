@@ -127,13 +127,25 @@ class JobSpec:
         """The signature of `run()`, `self` included."""
         return inspect.signature(self.cls.run)
 
+    @functools.cached_property
+    def call_signature(self) -> inspect.Signature:
+        """The signature of `run()` as a caller counts its arguments: without `self`."""
+        return self.signature.replace(parameters=list(self.signature.parameters.values())[1:])
+
+    def misfit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Why `run(*args, **kwargs)` does not fit `run()` (in Python's words), or None."""
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            return str(exc)
+        return None
+
     def __repr__(self) -> str:
         """A summary for the REPL: name, file, `run()`, schedules with their next run,
         tenancy."""
-        params = list(self.signature.parameters.values())[1:]
         lines = [
             f"background job {self.name!r} ({_shown(self.path)})",
-            f"  run{self.signature.replace(parameters=params)}",
+            f"  run{self.call_signature}",
         ]
         now = datetime.now(UTC)
         for schedule in self.schedules:
@@ -367,28 +379,26 @@ def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) 
                        args=args, kwargs=kwargs)
         for cron, args, timezone, kwargs in declared._schedules
     ]
-    for schedule in schedules:
-        _check_schedule_arguments(cls, schedule, shown)
-    _check_attributes(cls, shown)
     multi_tenant = defaults.multi_tenant if cls.multi_tenant is None else cls.multi_tenant
-    return JobSpec(name, path, cls, schedules, multi_tenant)
+    spec = JobSpec(name, path, cls, schedules, multi_tenant)
+    for schedule in schedules:
+        _check_schedule_arguments(spec, schedule, shown)
+    _check_attributes(cls, shown)
+    return spec
 
 
-def _check_schedule_arguments(cls: type[BackgroundJob], schedule: Schedule, shown: str) -> None:
+def _check_schedule_arguments(spec: JobSpec, schedule: Schedule, shown: str) -> None:
     """A load error unless the bot's `run(*schedule.args, **schedule.kwargs)` fits `run()`:
     else the job would list fine and fail at every slot."""
-    signature = inspect.signature(cls.run)
-    try:
-        signature.bind(None, *schedule.args, **schedule.kwargs)
-    except TypeError as exc:
-        params = list(signature.parameters.values())[1:]
+    why = spec.misfit(schedule.args, schedule.kwargs)
+    if why is not None:
         given = ", ".join([*map(repr, schedule.args),
                            *(f"{k}={v!r}" for k, v in schedule.kwargs.items())])
         raise JobLoadError(
             shown,
             f"schedule {schedule.cron!r} passes ({given}), which "
-            f"{cls.__name__}.run{signature.replace(parameters=params)} does not take: {exc}",
-        ) from None
+            f"{spec.cls.__name__}.run{spec.call_signature} does not take: {why}",
+        )
 
 
 def _is_bool(value: object) -> bool:

@@ -214,17 +214,14 @@ class Runner:
 def check_arguments(spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """`BadJobArguments` unless `run(*args, **kwargs)` fits the job's signature; the
     message counts the arguments as the caller does (without `self`)."""
-    try:
-        spec.signature.bind(None, *args, **kwargs)
-    except TypeError as exc:
-        params = list(spec.signature.parameters.values())[1:]
-        shown = spec.signature.replace(parameters=params)
+    why = spec.misfit(args, kwargs)
+    if why is not None:
         given = f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"
         if kwargs:
             given += f" and keyword argument(s) {', '.join(kwargs)}"
         raise BadJobArguments(
-            f"background job {spec.name!r}: {exc} (run{shown} was given {given})"
-        ) from None
+            f"background job {spec.name!r}: {why} (run{spec.call_signature} was given {given})"
+        )
 
 
 async def _tenants_filter(spec: JobSpec, workspace: Workspace, tenants: Query) -> Query:
