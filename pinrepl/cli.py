@@ -23,8 +23,9 @@ import click
 
 from . import __version__
 from .app import App
+from .bot import JOB_FAILURE
 from .console import LOG_FORMAT
-from .console.evaluator import print_exception
+from .console.evaluator import format_exception, print_exception
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -56,10 +57,18 @@ class _StderrHandler(logging.StreamHandler):
 class _TimedFormatter(logging.Formatter):
     """`2026-12-02T00:45:00.123+00:00 INFO pinrepl.bot: message`: each line starts with
     its time (ISO 8601, UTC to the millisecond), for a log that is kept in a file; UTC so
-    that the logs of bots on several machines read in one order."""
+    that the logs of bots on several machines read in one order. A job's failure (a record
+    marked `JOB_FAILURE`) shows its traceback as `run-background-job` does, without
+    pinrepl's frames; an error of the bot's own keeps them."""
 
     def __init__(self) -> None:
         super().__init__(f"%(asctime)s {LOG_FORMAT}")
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and getattr(record, JOB_FAILURE, False) and not record.exc_text:
+            record.exc_text = format_exception(exc).rstrip("\n")
+        return super().format(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")

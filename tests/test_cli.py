@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,12 @@ import time
 from contextlib import closing
 
 import pytest
+
+import pinrepl
+from pinrepl.bot import JOB_FAILURE
+from pinrepl.cli import _TimedFormatter
+from pinrepl.errors import ConfigError
+from pinrepl.settings import Settings
 
 from .conftest import (
     FAN_OUT_JOBS,
@@ -215,6 +222,25 @@ def test_a_failing_jobs_traceback_shows_the_jobs_frames_not_pinrepls(demo, args)
     else:  # a fan-out: each failed tenant's traceback
         assert frames == [(job, "run")] * 2, result.stderr
         assert result.stderr.count("in background job 'flaky' for tenant") == 2
+
+
+def test_the_bots_log_leaves_out_pinrepls_frames_of_a_jobs_failure_only(tmp_path):
+    """A failure the bot marks as a job's is shown as above (tests/bot shows it end to
+    end); an error of the bot's own keeps pinrepl's frames, for a bug report."""
+    try:
+        Settings.load(tmp_path / "nowhere")  # raised in pinrepl's own code
+    except ConfigError:
+        exc_info = sys.exc_info()
+    shown = {
+        marked: _TimedFormatter().format(logging.makeLogRecord(
+            {"msg": "failed", "exc_info": exc_info, **({JOB_FAILURE: True} if marked else {})}))
+        for marked in (True, False)
+    }
+    files = {marked: re.findall(r'File "([^"]+)"', text) for marked, text in shown.items()}
+    assert files[True] == [__file__], shown[True]
+    assert files[False][0] == __file__ and len(files[False]) > 1, shown[False]
+    assert all(os.path.dirname(pinrepl.__file__) in file for file in files[False][1:])
+    assert shown[True].endswith("pinrepl.errors.ConfigError: " + str(exc_info[1]))
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -31,7 +31,7 @@ from ..db.models import utcnow
 from ..db.runs import shown_args
 from ..jobs import JobSpec
 from ..runner import Runner
-from . import counted
+from . import JOB_FAILURE, counted
 from .outage import DATABASE_ERRORS, Outage, is_outage
 from .plan import Fire, misfire_grace
 from .results import Results
@@ -260,7 +260,7 @@ class Dispatcher:
                                             error):
             self.outcomes["failed"] += 1
             log.error("run failed: %s: its tenants could not be selected: %s",
-                      self._what(work, None), error, exc_info=exc)
+                      self._what(work, None), error, exc_info=exc, extra={JOB_FAILURE: True})
         self._drop(work)
 
     async def _claim(self, work: SlotWork, tenants: list[int | None]) -> list[Claimed]:
@@ -339,7 +339,7 @@ class Dispatcher:
             logging.ERROR if status == "failed" else logging.WARNING)
         took = (finished_at - started_at).total_seconds() if started_at is not None else 0.0
         log.log(level, "run %s: %s in %.3f s%s", status, self._what(work, tenant), took,
-                f": {error}" if error else "", exc_info=failure)
+                f": {error}" if error else "", exc_info=failure, extra={JOB_FAILURE: True})
         self._idle_now()
 
     def _idle_now(self) -> None:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+import pinrepl
 from pinrepl import App
 
 from ..conftest import clean_env
@@ -220,6 +223,17 @@ def test_once_exits_1_when_a_run_failed(ran_once):
     assert "--once: 1 slot due now" in log
     assert "run failed: new-year slot" in log and "RuntimeError: hangover" in log
     assert [row["status"] for row in runs(failing, failing_url)] == ["failed"]
+
+
+def test_a_failed_runs_traceback_shows_the_jobs_frames_not_pinrepls(ran_once):
+    """As `run-background-job` and the REPL show it: what is left is the job's code."""
+    _root, _url, failing, _failing_url, _earlier, results = ran_once
+    log = results["failing"][1]
+    job = str(failing / "jobs" / "new_year.py")
+    assert re.findall(r'File "([^"]+)", line \d+, in (\w+)', log) == [(job, "run")], log
+    assert "Traceback (most recent call last):" in log
+    assert "RuntimeError: hangover\nin background job 'new-year'\n" in log
+    assert f"{Path(pinrepl.__file__).parent}{os.sep}" not in log, log
 
 
 def test_runs_older_than_keep_runs_days_are_deleted(ran_once):
