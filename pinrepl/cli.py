@@ -559,7 +559,7 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
 @cli.command("list-background-job-runs")
 @click.option("--name", metavar="JOB", help="Only the runs of this job.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only the runs with this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--limit", type=_Count(min=1), default=50, show_default=True,
               help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @app_option

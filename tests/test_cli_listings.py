@@ -376,3 +376,15 @@ def test_an_empty_runs_listing_says_so(tmp_path, options, said):
     assert invoke("list-background-job-runs", "--json", "--app", root, *options).stdout == \
         "[]\n"
 
+
+
+@pytest.mark.parametrize(("limit", "message"), [
+    ("x", "'x' is not a valid whole number."),
+    ("2.5", "'2.5' is not a valid whole number."),
+    ("0", "0 is not in the range x>=1."),
+])
+def test_a_limit_that_is_no_count_says_what_it_must_be(tmp_path, limit, message):
+    """As the bot's --concurrency says it (click's own reads "not a valid integer range")."""
+    root = write_app(tmp_path / "app", HELLO)
+    assert one_line(invoke("list-background-job-runs", "--limit", limit, "--app", root)) == (
+        f"Invalid value for '--limit': {message} (see: pinrepl list-background-job-runs --help)")
