@@ -36,6 +36,11 @@ class DatabaseUnavailable(PinreplError):
     """The database cannot be reached or does not exist yet."""
 
 
+class NoDatabase(DatabaseUnavailable):
+    """The app's SQLite file does not exist yet (`pinrepl init-database` makes it): no bot
+    has run there, since a bot needs the database."""
+
+
 class MissingTable(DatabaseUnavailable):
     """The database lacks a table the app needs: `pinrepl init-database` creates it."""
 

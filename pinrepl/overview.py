@@ -27,7 +27,7 @@ from .db import Database, Engine
 from .db.engine import first_line
 from .db.models import BUILT_IN
 from .db.runs import LastRun, last_runs
-from .errors import InvalidSchedule, PinreplError
+from .errors import InvalidSchedule, NoDatabase, PinreplError
 from .jobs import JobRegistry, JobSpec
 from .schedules import Schedule
 
@@ -174,11 +174,10 @@ async def read_history(app: App, tenant: Tenant | None = None) -> History:
         return History({}, whose, unknown=str(exc))
     database = Database(engine, None if tenant is None else tenant.id)
     try:
-        if _never_made(engine):
-            return History({}, whose, note=f"no runs yet: no database at {engine.url.database}"
-                           "; create it with: pinrepl init-database")
         async with asyncio.timeout(READ_TIMEOUT):
             return History(await last_runs(database, names), whose)
+    except NoDatabase as exc:  # no bot has run (a bot needs it): no history, known as such
+        return History({}, whose, note=f"no runs yet: {exc}")
     except TimeoutError:
         return History({}, whose, unknown=f"the database did not answer within {READ_TIMEOUT:g} s")
     except PinreplError as exc:
@@ -207,15 +206,6 @@ def _models_error(app: App) -> LoadError | None:
         shown = _relative(path, app.settings.root) if path else "models"
         return LoadError(shown, str(exc), str(exc))
     return None
-
-
-def _never_made(engine: Engine) -> bool:
-    """A SQLite database whose file does not exist yet: no bot has run (a bot needs the
-    database), so there is no history, which is known, not unknown. Checked before
-    connecting, which would create the file."""
-    name = engine.url.database
-    return engine.is_sqlite and bool(name) and name != ":memory:" and not Path(
-        str(name)).exists()
 
 
 def _schedules(spec: JobSpec, now: datetime) -> tuple[ScheduleRow, ...]:

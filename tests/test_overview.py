@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-from pinrepl import App
+from pinrepl import App, DatabaseUnavailable, NoDatabase
 from pinrepl.console.listing import jobs_table, jobs_text, listing
 from pinrepl.db.models import BackgroundJobRun, Tenant
 from pinrepl.db.runs import last_runs, shown_args
@@ -134,6 +134,21 @@ async def history(tmp_path, database_url):
         finally:
             await database.aclose()
         yield app
+
+
+async def test_before_the_sqlite_file_exists_there_are_no_runs_yet_and_no_file_is_made(
+        tmp_path):
+    """The engine says `NoDatabase` before it connects (which would make the file): no bot
+    has run, which is known, not unknown."""
+    root = write_app(tmp_path / "app", TWICE)
+    async with App.open(root, environ={}) as app:
+        found = await read_history(app)
+        with pytest.raises(NoDatabase) as raised:
+            await app.engine.check()
+    said = f"no database at {root / 'pinrepl.db'}; create it with: pinrepl init-database"
+    assert (found.last_runs, found.unknown, found.note) == ({}, None, f"no runs yet: {said}")
+    assert str(raised.value) == said and isinstance(raised.value, DatabaseUnavailable)
+    assert not (root / "pinrepl.db").exists()
 
 
 async def test_the_last_run_is_the_latest_slot_with_its_statuses_counted(history):

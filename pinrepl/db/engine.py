@@ -39,6 +39,7 @@ from ..errors import (
     LockTimeout,
     MissingColumn,
     MissingTable,
+    NoDatabase,
     PinreplError,
     SandboxBusy,
 )
@@ -146,7 +147,9 @@ class Engine:
             self._turn.release()
 
     async def check(self, create: bool = False) -> None:
-        """Raise `DatabaseUnavailable` unless the database can be reached (once)."""
+        """Raise `DatabaseUnavailable` unless the database can be reached (once):
+        `NoDatabase` for a SQLite file that does not exist, checked before connecting
+        (which would create it) unless `create`."""
         if self._checked:
             return
         database = self.url.database
@@ -155,9 +158,7 @@ class Engine:
             and not Path(database).exists()  # noqa: ASYNC240
         )
         if missing:
-            raise DatabaseUnavailable(
-                f"no database at {database}; create it with: pinrepl init-database"
-            )
+            raise NoDatabase(f"no database at {database}; create it with: pinrepl init-database")
         try:
             async with self.engine.connect():
                 pass
