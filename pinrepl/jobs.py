@@ -6,8 +6,9 @@ folder, however it is imported (`from ._helpers import x`, `from jobs._helpers i
 a file that cannot be used (an import error, a bad cron, schedule arguments that `run()`
 does not take, a job attribute of the wrong kind) becomes a `JobLoadError` in
 `JobRegistry.errors` and every other job stays usable. `AppImports` is what an app adds to
-the interpreter's imports, taken back when the app closes. Importing this module is cheap
-(every job file does it): no SQLAlchemy.
+the interpreter's imports, taken back when the app closes; `modules_in` finds the loaded
+modules of a folder (to forget them, or to know the app's loggers). Importing this module
+is cheap (every job file does it): no SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -288,13 +289,19 @@ def forget_modules(root: Path) -> None:
     stale = [p for p, r in _package_roots.items() if r == root]
     for package in stale:
         del _package_roots[package]
-    # As strings, without resolving each module's path: the app's modules were found
-    # through the folder as given or as resolved (the app folder on `sys.path`).
-    folders = tuple({os.path.join(str(root), ""), os.path.join(str(root.resolve()), "")})
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] in stale or _in_folder(module, folders):
-            del sys.modules[name]
+    gone = {name for name in sys.modules if name.split(".")[0] in stale}
+    for name in gone.union(modules_in(root)):
+        del sys.modules[name]
     importlib.invalidate_caches()
+
+
+def modules_in(folder: Path) -> list[str]:
+    """The names in `sys.modules` of the modules whose file or package folder is in
+    `folder`, whatever name they were imported by. Compared as strings, without resolving
+    each module's path: an app's modules were found through the folder as given or as
+    resolved (the app folder on `sys.path`), so both count."""
+    folders = tuple({os.path.join(str(folder), ""), os.path.join(str(folder.resolve()), "")})
+    return [name for name, module in list(sys.modules.items()) if _in_folder(module, folders)]
 
 
 def _in_folder(module: types.ModuleType | None, folders: tuple[str, ...]) -> bool:

@@ -24,7 +24,6 @@ import difflib
 import doctest
 import io
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -34,6 +33,7 @@ from pathlib import Path
 from ..app import App
 from ..db.schema import create_scratch_database, drop_scratch_database
 from ..errors import DatabaseUnavailable, TranscriptError
+from ..jobs import modules_in
 from ..settings import Settings
 from . import LOG_FORMAT
 from .evaluator import Evaluator, format_exception
@@ -330,13 +330,12 @@ def _app_loggers(app: App) -> set[str]:
     names = {"pinrepl"}
     names.update(path.stem for path in settings.root.iterdir()
                  if path.stem.isidentifier() and (path.suffix == ".py" or path.is_dir()))
-    jobs = tuple({os.path.join(str(folder), "") for folder in
-                  (settings.jobs_dir, settings.jobs_dir.resolve())})
-    models = {str(path) for path in (settings.models_path,) if path is not None}
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if isinstance(file, str) and (file.startswith(jobs) or file in models):
-            names.add(name.partition(".")[0])
+    loaded = modules_in(settings.jobs_dir)
+    if settings.models_path is not None:
+        models = str(settings.models_path)
+        loaded += [name for name, module in list(sys.modules.items())
+                   if getattr(module, "__file__", None) == models]
+    names.update(name.partition(".")[0] for name in loaded)
     return names
 
 
