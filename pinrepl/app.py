@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .jobs import AppImports, JobRegistry
+from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
 from .settings import Settings
 from .workspace import Progress, Workspace
@@ -80,10 +80,8 @@ class App:
 
         if not changed_since_loaded(path):
             return None
-        shown = path.relative_to(self.settings.root) if path.is_relative_to(
-            self.settings.root) else path
-        return (f"{shown} changed since it was loaded, and models cannot be swapped "
-                "while running: restart to use the change")
+        return (f"{shown_path(path, self.settings.root)} changed since it was loaded, and "
+                "models cannot be swapped while running: restart to use the change")
 
     # -- database -------------------------------------------------------------------------
 

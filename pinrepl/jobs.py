@@ -7,8 +7,9 @@ a file that cannot be used (an import error, a bad cron, schedule arguments that
 does not take, a job attribute of the wrong kind) becomes a `JobLoadError` in
 `JobRegistry.errors` and every other job stays usable. `AppImports` is what an app adds to
 the interpreter's imports, taken back when the app closes; `modules_in` finds the loaded
-modules of a folder (to forget them, or to know the app's loggers). Importing this module
-is cheap (every job file does it): no SQLAlchemy.
+modules of a folder (to forget them, or to know the app's loggers); `shown_path` shows a
+path as a user reads it. Importing this module is cheap (every job file does it): no
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class JobSpec:
         """A summary for the REPL: name, file, `run()`, schedules with their next run,
         tenancy."""
         lines = [
-            f"background job {self.name!r} ({_shown(self.path)})",
+            f"background job {self.name!r} ({shown_path(self.path, Path.cwd())})",
             f"  run{self.call_signature}",
         ]
         now = datetime.now(UTC)
@@ -198,9 +199,9 @@ class JobRegistry:
             if len(paths) > 1:
                 broken[name] = [
                     JobLoadError(
-                        _shown(p),
+                        shown_path(p, Path.cwd()),
                         f"job name {name!r} is taken by several files: "
-                        + ", ".join(_shown(other) for other in paths),
+                        + ", ".join(shown_path(other, Path.cwd()) for other in paths),
                     )
                     for p in paths
                 ]
@@ -240,7 +241,7 @@ class JobRegistry:
 
     def __repr__(self) -> str:
         count = f"{len(self)} background job{'' if len(self) == 1 else 's'}"
-        lines = [f"{count} in {_shown(self.root)}:"]
+        lines = [f"{count} in {shown_path(self.root, Path.cwd())}:"]
         width = max((len(n) for n in self.names), default=0)
         for spec in self:
             crons = ", ".join(s.cron for s in spec.schedules) or "-"
@@ -255,12 +256,12 @@ def job_name_of(root: Path, path: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix().replace("_", "-")
 
 
-def _shown(path: Path) -> str:
-    """A path as a user would type it: relative to the current directory when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def shown_path(path: Path, folder: Path | None) -> str:
+    """`path` as a user reads it: relative to `folder` when inside it (the current
+    directory, for a path to type; the app folder, for a file of the app), else as it is."""
+    if folder is not None and path.is_relative_to(folder):
+        return str(path.relative_to(folder))
+    return str(path)
 
 
 def _job_package(root: Path) -> str:
@@ -351,7 +352,7 @@ class AppImports:
 
 
 def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) -> JobSpec:
-    shown = _shown(path)
+    shown = shown_path(path, Path.cwd())
     if not JOB_NAME.fullmatch(name):
         raise JobLoadError(shown, f"{name!r} is not a job name (lowercase letters, digits, _)")
     module_name = f"{package}.{path.relative_to(root).with_suffix('').as_posix().replace('/', '.')}"

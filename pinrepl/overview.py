@@ -28,7 +28,7 @@ from .db.engine import first_line
 from .db.models import BUILT_IN
 from .db.runs import LastRun, last_runs
 from .errors import InvalidSchedule, NoDatabase, PinreplError
-from .jobs import JobRegistry, JobSpec
+from .jobs import JobRegistry, JobSpec, shown_path
 from .schedules import Schedule
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def jobs_overview(registry: JobRegistry, timezone: ZoneInfo, history: History | 
     now = now or datetime.now(UTC)
     runs = history.last_runs if history is not None else {}
     jobs = tuple(
-        JobRow(spec.name, _relative(spec.path, app_root), _schedules(spec, now),
+        JobRow(spec.name, shown_path(spec.path, app_root), _schedules(spec, now),
                runs.get(spec.name), spec.multi_tenant)
         for spec in registry
     )
@@ -203,7 +203,7 @@ def _models_error(app: App) -> LoadError | None:
         _ = app.models  # loaded once, the failure kept (see models_file)
     except PinreplError as exc:
         path = app.settings.models_path
-        shown = _relative(path, app.settings.root) if path else "models"
+        shown = shown_path(path, app.settings.root) if path else "models"
         return LoadError(shown, str(exc), str(exc))
     return None
 
@@ -214,13 +214,6 @@ def _schedules(spec: JobSpec, now: datetime) -> tuple[ScheduleRow, ...]:
     rows = [ScheduleRow.of(schedule, now) for schedule in spec.schedules]
     return tuple(sorted(rows, key=lambda row: (row.next is None,
                                                row.next.astimezone(UTC) if row.next else now)))
-
-
-def _relative(path: Path, root: Path | None) -> str:
-    try:
-        return str(path.relative_to(root)) if root is not None else str(path)
-    except ValueError:
-        return str(path)
 
 
 def _iso(moment: datetime | None, timezone: ZoneInfo) -> str | None:

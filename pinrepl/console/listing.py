@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from ..db.runs import shown_args, shown_arguments
-from ..jobs import JobRegistry
+from ..jobs import JobRegistry, shown_path
 from ..overview import READ_TIMEOUT, History, JobRow, Overview, jobs_overview, read_history
 from ..schedules import shown_time
 from ..statuses import NOT_RUN
@@ -55,7 +55,7 @@ def listing(registry: JobRegistry, timezone: ZoneInfo, history: History | None,
 def jobs_text(overview: Overview) -> str:
     """The jobs as plain aligned text, under a line saying how many and where."""
     count = f"{len(overview.jobs)} background job{'' if len(overview.jobs) == 1 else 's'}"
-    lines = [f"{count} in {_shown(overview.jobs_dir)} ({_about(overview)}):"]
+    lines = [f"{count} in {shown_path(overview.jobs_dir, Path.cwd())} ({_about(overview)}):"]
     if overview.jobs:
         lines += aligned([_job_columns(overview), *_all_rows(overview)])
     return "\n".join(lines)
@@ -186,11 +186,3 @@ def _table(title: str, columns: list[str], rows: list[list[str]], whole: Sequenc
     for row in rows:
         table.add_row(*row)
     return table
-
-
-def _shown(path: Path) -> str:
-    """A path as a user would type it: relative to the current directory when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
