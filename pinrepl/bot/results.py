@@ -34,19 +34,30 @@ class Results:
         self._waiting: list[Result] = []
         self._arrived = asyncio.Event()
         self._last_write = 0.0
+        self._stopping = False
 
     def add(self, result: Result) -> None:
         self._waiting.append(result)
         self._arrived.set()
 
     async def serve(self) -> None:
-        """Write results as they arrive, until cancelled."""
+        """Write results as they arrive, until `stop()`."""
         while True:
             await self._arrived.wait()
+            if self._stopping:
+                return
             await asyncio.sleep(self._last_write + LINGER - time.monotonic())
             self._arrived.clear()
             self._last_write = time.monotonic()
             await self._write()
+
+    def stop(self) -> None:
+        """Make `serve()` return once the write under way, if any, has ended (what is still
+        waiting is `flush`'s). Cancelling a write instead can leave its connection inside
+        its transaction: on SQLite it keeps the write lock, and the final flush waits on it
+        until that connection is collected."""
+        self._stopping = True
+        self._arrived.set()
 
     async def flush(self, within: float) -> None:
         """Write what is waiting, trying for at most `within` seconds (at shutdown)."""

@@ -107,7 +107,9 @@ class Bot:
                 await self._dispatcher.stop_claiming()
                 await self._dispatcher.finish_runs(self.grace, self._hurry)
             finally:
-                writer.cancel()
+                self._results.stop()
+                await asyncio.wait({writer}, timeout=5.0)  # a write under way ends first
+                writer.cancel()  # unless the database hangs
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
                 await self._results.flush(max(self.grace, 5.0))
