@@ -304,7 +304,7 @@ def test_without_a_database_a_job_that_reads_it_is_one_line_and_creates_nothing(
 
     made = invoke("init-database", "--demo", "--app", app)
     assert made.exit_code == 0, made.output
-    assert "demo data added" in made.stdout
+    assert "demo data added (notifications: 12, tenants: 3, users: 6)" in made.stdout
     again = invoke("init-database", "--demo", "--app", app)
     assert "already present" in again.stdout
     with closing(sqlite3.connect(app / "pinrepl.db")) as db:

@@ -110,7 +110,8 @@ async def add_demo_data(database: Database, seed: Seed | None, echo: Callable[[s
             else:
                 for name, active in DEMO_TENANTS:
                     await database.tenants.insert(name=name, active=active)
-        counts = [f"{name}: {await getattr(database, name).count()}" for name in database.tables]
+        counts = [f"{name}: {await getattr(database, name).count()}"
+                  for name in database.tables if name not in BOOKKEEPING]
         echo(f"demo data added ({', '.join(counts)})")
     finally:
         await database.aclose()
