@@ -281,25 +281,28 @@ async def _one_tenant(database: Database, ref: str, tenant_id: int | None, name:
     tenants = database.tenants
     by_id = await tenants.where(id=tenant_id).first() if tenant_id is not None else None
     by_name = await tenants.where(name=name).first() if name is not None else None
-    if by_id is not None and by_name is not None and by_id.id != by_name.id:
-        raise AmbiguousTenant(
-            f"tenant {ref!r} is ambiguous: it is the id of tenant {by_id.id} "
-            f"({by_id.name!r}) and the name of tenant {by_name.id}; choose with "
-            f"id:{ref} or name:{ref}"
-        )
+    _refuse_both(ref, (by_id, "is the id of"), (by_name, "the name of"),
+                 f"choose with id:{ref} or name:{ref}")
     meant = by_id or by_name
     by_whole = await tenants.where(name=whole).first() if whole is not None else None
-    if meant is not None and by_whole is not None and meant.id != by_whole.id:
-        raise AmbiguousTenant(
-            f"tenant {ref!r} is ambiguous: it chooses tenant {meant.id} ({meant.name!r}) "
-            f"and is the whole name of tenant {by_whole.id}; choose that one with "
-            f"name:{ref}"
-        )
+    _refuse_both(ref, (meant, "chooses"), (by_whole, "is the whole name of"),
+                 f"choose that one with name:{ref}")
     tenant = meant or by_whole
     if tenant is None:
         names = [t.name for t in await tenants.all()]
         raise UnknownTenant(f"unknown tenant {ref!r}{why or suggest(name or ref, names)}")
     return tenant
+
+
+def _refuse_both(ref: str, one: tuple[Tenant | None, str], other: tuple[Tenant | None, str],
+                 advice: str) -> None:
+    """`AmbiguousTenant` when `ref` reaches two different tenants, each in its own way."""
+    (first, first_how), (second, second_how) = one, other
+    if first is not None and second is not None and first.id != second.id:
+        raise AmbiguousTenant(
+            f"tenant {ref!r} is ambiguous: it {first_how} tenant {first.id} "
+            f"({first.name!r}) and {second_how} tenant {second.id}; {advice}"
+        )
 
 
 async def _require_tenants_table(database: Database, job: str | None) -> None:
