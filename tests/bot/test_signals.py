@@ -54,6 +54,7 @@ def stopped(tmp_path_factory):
                        ("reload", {"tick.py": TICK.format(name="Tick")})):
         url = f"sqlite+aiosqlite:///{base / name}.db"
         apps[name] = (bot_app(base / name, jobs, url), url)
+    (base / "reload" / "models.py").write_text("# no tables yet\n")
     bots = {
         "grace": Bot(*apps["grace"], "--grace", "0.5"),
         "twice": Bot(*apps["twice"], "--grace", "60"),
@@ -63,6 +64,7 @@ def stopped(tmp_path_factory):
         bot.wait_for("run succeeded" if bot is bots["reload"] else "run started: sleeper")
 
     (apps["reload"][0] / "jobs" / "tock.py").write_text(textwrap.dedent(TICK.format(name="Tock")))
+    (apps["reload"][0] / "models.py").write_text("# no tables yet, still\n")
     bots["reload"].send(signal.SIGHUP)
     signalled = {}
     signalled["grace"] = time.monotonic()
@@ -107,5 +109,7 @@ def test_sighup_rereads_the_job_files(stopped):
     assert status == 0, bot.log
     assert "SIGHUP: re-reading the job files" in bot.log
     assert "reloaded the job files: 2 jobs, 2 schedules" in bot.log
+    assert ("WARNING pinrepl.bot: models.py changed since it was loaded, and models cannot "
+            "be swapped while running: restart to use the change") in bot.log
     jobs = Counter(row["job"] for row in runs(root, url) if row["status"] == "succeeded")
     assert jobs["tock"] >= 1 and jobs["tick"] >= 2
