@@ -118,11 +118,14 @@ class App:
         return Database(self.engine, tenant_id)
 
     async def init_database(self, demo: bool = False, echo: Callable[[str], Any] = print) -> None:
-        """Create the missing tables; with `demo`, add sample rows if there are none."""
+        """Create the missing tables; with `demo`, add sample rows if there are none; then
+        create or upgrade pinrepl's own tables (`runs.migrate`)."""
         from .db.schema import init_database  # SQLAlchemy loads on first database use
+        from .runs.migrate import upgrade  # and Alembic only here
 
         seed = getattr(self.models_module, "seed_demo", None)
         await init_database(self.engine, demo=demo, seed=seed, echo=echo)
+        await upgrade(self.engine, echo)
 
     def sandbox(self) -> Any:
         """`async with app.sandbox():` every database write made inside, by any workspace,

@@ -240,13 +240,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def reset_database(app: App) -> None:
-    """Drop the app's tables (PostgreSQL keeps them between tests), then create them."""
+    """Drop the app's tables and pinrepl's version table (PostgreSQL keeps them between
+    tests), so that `init-database` creates them anew."""
     from pinrepl import Model
+    from pinrepl.runs.migrate import VERSION_TABLE
 
     tables = [m.__table__ for m in app.engine.tables.values()]
     await app.engine.check(create=True)
     async with app.engine.engine.begin() as conn:
         await conn.run_sync(Model.metadata.drop_all, tables=tables)
+        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The schema: `init-database` (create what is missing, add demo data) for an engine's tables.
 
-pinrepl creates tables; it does not migrate them (that is Alembic's work).
+pinrepl creates the app's tables; it does not migrate them (that is the app's Alembic's
+work). Its own tables (`info={"pinrepl": "versioned"}`) are left to its own migrations
+(`runs.migrate`, a layer above), which create and upgrade them.
 """
 
 from __future__ import annotations
@@ -19,23 +21,35 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ..errors import DatabaseUnavailable
 from .engine import Engine, database_url, first_line
 from .facade import Database
-from .models import BackgroundJobBot, BackgroundJobRun, Model
+from .models import Model
 
 #: The demo data of an app without a `seed_demo`.
 DEMO_TENANTS = (("acme", True), ("globex", True), ("initech", False))
 
-#: pinrepl's own bookkeeping: rows there (a bot was up) are no data of the app's.
-BOOKKEEPING = frozenset({BackgroundJobRun.__tablename__, BackgroundJobBot.__tablename__})
+#: The `info` of a table that pinrepl's migrations own (`runs.tables`).
+VERSIONED = {"pinrepl": "versioned"}
 
 #: `seed_demo(database)` of an app's models file: adds the app's own demo data, in place of
 #: pinrepl's sample tenants.
 Seed = Callable[[Database], Awaitable[Any]]
 
 
+def versioned(model: type[Model]) -> bool:
+    """Whether `model`'s table is one of pinrepl's own, versioned by its migrations: its
+    rows (a bot was up) are no data of the app's, and `create_all` leaves it alone."""
+    return Model.metadata.tables[model.__tablename__].info.get("pinrepl") == \
+        VERSIONED["pinrepl"]
+
+
+def app_tables(engine: Engine) -> dict[str, type[Model]]:
+    """The engine's tables but pinrepl's versioned ones."""
+    return {name: model for name, model in engine.tables.items() if not versioned(model)}
+
+
 async def create_tables(engine: Engine) -> None:
-    """Create the engine's tables that the database lacks."""
+    """Create the engine's tables that the database lacks, but pinrepl's versioned ones."""
     await engine.check(create=True)
-    tables = [Model.metadata.tables[name] for name in engine.tables]
+    tables = [Model.metadata.tables[name] for name in app_tables(engine)]
     async with engine.engine.begin() as conn:
         await conn.run_sync(Model.metadata.create_all, tables=tables)
 
@@ -43,10 +57,11 @@ async def create_tables(engine: Engine) -> None:
 async def init_database(
     engine: Engine, demo: bool, seed: Seed | None, echo: Callable[[str], Any]
 ) -> None:
-    """Create the missing tables and name the columns that differ from the models
-    (changing nothing); with `demo`, add the demo data (see `add_demo_data`)."""
+    """Create the missing tables (but pinrepl's versioned ones) and name the columns that
+    differ from the models (changing nothing); with `demo`, add the demo data (see
+    `add_demo_data`)."""
     await create_tables(engine)
-    echo(f"tables ready in {engine.shown_url}: {', '.join(sorted(engine.tables))}")
+    echo(f"tables ready in {engine.shown_url}: {', '.join(sorted(app_tables(engine)))}")
     differences = await column_differences(engine)
     for line in differences:
         echo(f"differs: {line}")
@@ -54,14 +69,16 @@ async def init_database(
         echo("pinrepl creates missing tables but changes no existing one: migrate these "
              "columns with Alembic (https://alembic.sqlalchemy.org)")
     if demo:
-        await add_demo_data(Database(engine), seed, echo)
+        await add_demo_data(Database(engine), list(app_tables(engine)), seed, echo)
 
 
 async def column_differences(engine: Engine) -> list[str]:
     """The columns of existing tables that the models and the database disagree on: one
-    missing on either side, or of another kind (text, integer, ...)."""
+    missing on either side, or of another kind (text, integer, ...); pinrepl's versioned
+    tables are its migrations' to bring in line."""
+    tables = app_tables(engine)
     async with engine.engine.connect() as conn:
-        return await conn.run_sync(lambda sync: _compare(sync, engine.tables))
+        return await conn.run_sync(lambda sync: _compare(sync, tables))
 
 
 def _compare(connection: Any, tables: dict[str, type[Model]]) -> list[str]:
@@ -94,14 +111,14 @@ def _kind(column_type: Any) -> type | None:
         return None
 
 
-async def add_demo_data(database: Database, seed: Seed | None, echo: Callable[[str], Any]
-                        ) -> None:
+async def add_demo_data(database: Database, tables: list[str], seed: Seed | None,
+                        echo: Callable[[str], Any]) -> None:
     """Add what the app's `seed` adds, and only that (SPEC 6: the app's tables plus what
     `seed_demo` adds); an app without one gets pinrepl's sample tenants. Nothing is added
-    to a database whose tables (the built-in tenants, the app's) hold rows already."""
+    to a database whose `tables` (the built-in tenants, the app's) hold rows already."""
     try:
-        for name in database.tables:
-            if name not in BOOKKEEPING and await getattr(database, name).exists():
+        for name in sorted(tables):
+            if await getattr(database, name).exists():
                 echo(f"demo data already present (the {name} table has rows); nothing added")
                 return
         async with database.transaction():
@@ -111,7 +128,7 @@ async def add_demo_data(database: Database, seed: Seed | None, echo: Callable[[s
                 for name, active in DEMO_TENANTS:
                     await database.tenants.insert(name=name, active=active)
         counts = [f"{name}: {await getattr(database, name).count()}"
-                  for name in database.tables if name not in BOOKKEEPING]
+                  for name in sorted(tables)]
         echo(f"demo data added ({', '.join(counts)})")
     finally:
         await database.aclose()

@@ -1,0 +1,2 @@
+"""The revisions of pinrepl's own tables, oldest first: `v0001` (pinrepl 0.1.0's tables),
+`v0002` (runs as records, SPEC 8)."""
