@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -35,12 +35,15 @@ from .errors import (
     JobDefinitionError,
     JobLoadError,
     PinreplError,
+    RunFailed,
     UnknownBackgroundJob,
 )
 from .jobs import job_name_of
+from .runs.status import STATUSES
 from .settings import Settings, find_app
-from .statuses import STATUSES
 
+if TYPE_CHECKING:
+    from .runs.deferred import DeferredRun
 
 class _StderrHandler(logging.StreamHandler):
     """Logs to whatever `sys.stderr` is at the time (the REPL's prompt patches it)."""
@@ -391,8 +394,8 @@ async def init_database(demo: bool, app_dir: Path | None) -> None:
 @command
 async def repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
                app_dir: Path | None) -> int:
-    """The async REPL: `await runBackgroundJob('name')`, `database`, `jobs`, the app's
-    models, `echo(True)`, `reload()`; `exit(n)` ends it with status n.
+    """The async REPL: `await runBackgroundJob('name')`, `await defer('name')`, `database`,
+    `jobs`, the app's models, `echo(True)`, `reload()`; `exit(n)` ends it with status n.
 
     With --execute, or with a standard input that is not a terminal, the code runs through
     the same evaluator and the exit status is 1 on an uncaught exception."""
@@ -419,7 +422,8 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
             + (" · sandbox: writes are rolled back at exit" if sandbox else "")
         )
         click.echo(
-            "await runBackgroundJob('name', *args) · database.<table> · jobs · app · the "
+            "await runBackgroundJob('name', *args) · run = await defer('name', *args) "
+            "queues it for the bots, await run.wait() · database.<table> · jobs · app · the "
             "app's models by class name · select, func, text · echo(True) prints SQL · reload() · "
             "await use_tenant('name') · Ctrl-C interrupts · Ctrl-D or exit() quits"
         )
@@ -541,7 +545,7 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
 
     SIGTERM or Ctrl-C stops it (running jobs get --grace seconds; a second signal cancels
     them); SIGHUP re-reads the job files."""
-    from .bot.scheduler import Bot  # only this command needs the bot
+    from .bot.process import Bot  # only this command needs the bot
 
     with logging_to_stderr(_TimedFormatter()):  # the bot's log is kept: each line says when
         try:
@@ -569,7 +573,7 @@ async def list_background_job_runs(name: str | None, status: str | None, limit: 
     """List the bot's runs, newest first (times in the app's timezone).
 
     A JOB that is neither a job of the app nor in the history is an error."""
-    from .db.runs import job_names, list_runs, run_as_json, tenant_names  # only this command
+    from .runs.history import job_names, list_runs, run_as_json, tenant_names  # only this command
 
     async with App(Settings.load(app_dir)) as app:
         database = app.database()
@@ -606,6 +610,150 @@ def _names_a_job(app: App, name: str) -> bool:
     except JobLoadError:
         pass
     return True
+
+
+# -- defer -------------------------------------------------------------------------------
+
+
+class _Moment(click.ParamType):
+    """An ISO 8601 date and time (`datetime.fromisoformat`); a naive one is read later in
+    the app's timezone."""
+
+    name = "ISO 8601 date and time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date and time (e.g. "
+                      "2026-12-24T18:00 or 2026-12-24T18:00+01:00)", param, ctx)
+
+
+class _Duration(click.ParamType):
+    """A duration: a number of seconds, or a number with one unit, s, m, h or d (`90`,
+    `30s`, `5m`, `1.5h`, `2d`), at most a year."""
+
+    name = "duration"
+    PATTERN = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    MAX = 366 * 86400
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if isinstance(value, int | float):
+            return value
+        found = self.PATTERN.fullmatch(value.strip())
+        seconds = float(found[1]) * self.UNITS[found[2]] if found else None
+        if seconds is None or seconds > self.MAX:
+            self.fail(f"{value!r} is not a duration: seconds, or a number with s, m, h or "
+                      "d (e.g. 90, 30s, 5m, 2h, 1d), at most a year", param, ctx)
+        return seconds
+
+
+class _Priority(click.types.IntParamType):
+    """A whole number that fits the `priority` column (a 32-bit integer)."""
+
+    name = "whole number"
+    LOWEST, HIGHEST = -(2**31), 2**31 - 1
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        number = super().convert(value, param, ctx)
+        if not self.LOWEST <= number <= self.HIGHEST:
+            self.fail(f"{value!r} is not a priority: a whole number from {self.LOWEST} to "
+                      f"{self.HIGHEST}", param, ctx)
+        return number
+
+
+@cli.command("defer")
+@click.option("--name", required=True, help="The job's name, e.g. send-newsletter.")
+@click.option(
+    "--kwarg", "kwarg_pairs", multiple=True, metavar="KEY=VALUE",
+    help="A keyword argument for run(), as a string (repeatable).",
+)
+@click.option(
+    "--tenant", "tenants", multiple=True, metavar="ID_OR_NAME",
+    help="Run for this tenant only (repeatable), multi-tenant job or not.",
+)
+@click.option("--at", "at", type=_Moment(), metavar="ISO8601",
+              help="Due at this time (without an offset: in the app's timezone).")
+@click.option("--in", "delay", type=_Duration(), metavar="DURATION",
+              help="Due after this long: 90 (seconds), 30s, 5m, 2h, 1d.")
+@click.option("--key", metavar="KEY",
+              help="While a run with this key is queued or running, that run is the one.")
+@click.option("--priority", type=_Priority(), default=0, show_default=True, metavar="N",
+              help="Lower runs first.")
+@click.option("--timeout", "run_timeout", type=_Seconds(min=0, min_open=True, max=MAX_SECONDS),
+              metavar="SECONDS", help="Stop the run (each tenant's) after this long.")
+@click.option("--wait", is_flag=True,
+              help="Wait for the run to end; exit 1 if it failed (Ctrl-C stops waiting, "
+                   "not the run).")
+@click.argument("args", nargs=-1)
+@app_option
+@command
+async def defer(
+    name: str, kwarg_pairs: tuple[str, ...], tenants: tuple[str, ...], at: datetime | None,
+    delay: float | None, key: str | None, priority: int, run_timeout: float | None,
+    wait: bool, args: tuple[str, ...], app_dir: Path | None,
+) -> int:
+    """Queue a run of job NAME for the bots, with ARGS (and --kwarg values) forwarded as
+    strings, and print its id (on stdout, alone)."""
+    if at is not None and delay is not None:
+        raise click.UsageError("give --at or --in, not both", click.get_current_context())
+    kwargs = _parse_kwargs(kwarg_pairs)
+    with logging_to_stderr():
+        async with App(Settings.load(app_dir)) as app:
+            if at is not None and at.tzinfo is None:
+                at = at.replace(tzinfo=app.settings.timezone)
+            run = await app.defer_job(name, args, kwargs, at=at, delay=delay,
+                                      tenants=tenants or None, key=key, priority=priority,
+                                      timeout=run_timeout)
+            click.echo(run.id)
+            return await _wait_for(run) if wait else 0
+
+
+class _WaitReport(_FanOutReport):
+    """`run-background-job`'s progress bar and summary, fed by `DeferredRun.wait`'s
+    `progress(done, failed, total)`."""
+
+    def progress(self, done: int, failed: int, total: int) -> None:
+        if not self.started and total:
+            self.start([None] * total)
+        self.total, self.failed = total, failed
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+
+async def _wait_for(run: DeferredRun) -> int:
+    """Wait for a deferred run: 0 when it succeeded; 1 when it failed, shown as
+    `run-background-job` shows a failure; Ctrl-C (130) stops the waiting, not the run."""
+    report = _WaitReport()
+    try:
+        await run.wait(progress=report.progress)
+    except asyncio.CancelledError:
+        report.close()
+        click.echo(f"pinrepl: stopped waiting; run {run.id} goes on "
+                   "(see: pinrepl list-background-job-runs)", err=True)
+        return 130
+    except (RunFailed, BackgroundJobFailed) as exc:
+        report.close()
+        failures = list(exc.exceptions) if isinstance(exc, BackgroundJobFailed) else [exc]
+        for failure in failures:
+            if isinstance(failure, RunFailed) and failure.traceback:
+                click.echo(failure.traceback.rstrip("\n"), err=True)
+            print_exception(failure)
+        if isinstance(exc, BackgroundJobFailed):
+            click.echo(report.summary(), err=True)
+        return 1
+    finally:
+        report.close()
+    if run.fan_out:
+        click.echo(report.summary() if report.total else
+                   f"no tenants selected for {run.job!r}; nothing ran", err=True)
+    return 0
 
 
 def main() -> None:

@@ -62,11 +62,12 @@ class Prompt(PromptStyle):
 
 
 class JobNameCompleter(Completer):
-    """Job names inside `runBackgroundJob('`, `run_background_job('` and `jobs['`;
-    everywhere else, the completions of `python` (ptpython's)."""
+    """Job names inside `runBackgroundJob('`, `run_background_job('`, `defer('`,
+    `defer_job('` and `jobs['`; everywhere else, the completions of `python` (ptpython's)."""
 
     AT_NAME = re.compile(
-        r"""(?:\b(?:runBackgroundJob|run_background_job)\(\s*|\bjobs\[\s*)['"](?P<typed>[a-z0-9/-]*)$"""
+        r"""(?:\b(?:runBackgroundJob|run_background_job|defer|defer_job)\(\s*|\bjobs\[\s*)"""
+        r"""['"](?P<typed>[a-z0-9/-]*)$"""
     )
 
     def __init__(self, names: Callable[[], list[str]], python: Completer) -> None:
@@ -275,7 +276,9 @@ class ConsoleRepl(PythonRepl):
     def _handle_exception(self, e: BaseException) -> None:
         sys.last_type, sys.last_value, sys.last_traceback = type(e), e, e.__traceback__
         if isinstance(e, asyncio.CancelledError):
-            text = "Cancelled: the job was stopped and its workspace torn down.\n"
+            # A message says what was stopped (`deferred`: the waiting, not the run).
+            said = str(e) or "Cancelled: the job was stopped and its workspace torn down."
+            text = f"{said}\n"
         else:
             text = format_exception(e)
         # Through the patched stderr, after what the code printed, as Python does.

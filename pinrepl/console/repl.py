@@ -5,9 +5,11 @@ The prompt (`prompt.py`) and transcripts drive the same console through the same
 `Evaluator`. The namespace exists before the job files, the models and SQLAlchemy are
 loaded: a thread loads them while the user types (and then adds the app's model classes
 and SQLAlchemy's `select`, `func` and `text` to the namespace, as shell_plus does), and
-the first use of `jobs`, `database` or `runBackgroundJob` waits for it. `app` is the
-`App` itself (`await app.run_job(name, args, tenants=[...])`). What fails to load is
-reported once, in one line (on stderr without a prompt); each
+the first use of `jobs`, `database`, `runBackgroundJob` or `defer` waits for it. `app` is
+the `App` itself (`await app.run_job(name, args, tenants=[...])`). `defer` and `defer_job`
+queue a run for the bots from the session's workspace (its tenant), as
+`runBackgroundJob` runs one; the handle they return waits with progress (`deferred`).
+What fails to load is reported once, in one line (on stderr without a prompt); each
 later use tries again and raises a fresh one-line error, and what does not need the
 failed part (jobs without models) stays usable. Shown at the prompt, `jobs` is a listing
 of each job's schedules, next and last run (`listing`, loaded when first shown).
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -30,8 +32,11 @@ from .current import Current
 from .evaluator import Evaluator, print_exception
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from ..jobs import JobRegistry
     from ..workspace import Workspace
+    from .deferred import ConsoleRun
 
 
 class Console:
@@ -52,6 +57,8 @@ class Console:
             "__builtins__": __builtins__,
             "runBackgroundJob": self.run_background_job,
             "run_background_job": self.run_background_job,
+            "defer": self.defer,
+            "defer_job": self.defer_job,
             "database": Current(lambda: self.workspace.database),
             "jobs": _Jobs(self),
             "app": app,
@@ -194,6 +201,27 @@ class Console:
     async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Run job `name` now, in a fresh workspace of its own (see SPEC 3)."""
         await self.workspace.run_background_job(name, *args, **kwargs)
+
+    async def defer(self, name: str, /, *args: Any, **kwargs: Any) -> ConsoleRun:
+        """Queue a run of job `name` for the bots, from the session's workspace (its
+        tenant, if any); `await run.wait()` waits for it (see SPEC 8)."""
+        return await self.defer_job(name, args, kwargs)
+
+    async def defer_job(
+        self, name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        *, at: datetime | None = None, delay: float | timedelta | None = None,
+        tenants: Iterable[Any] | None = None, key: str | None = None, priority: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+    ) -> ConsoleRun:
+        """`defer` with explicit options, as `app.defer_job` takes them."""
+        from ..defer import Deferrer
+        from .deferred import ConsoleRun
+
+        app = self.app
+        run = await Deferrer(app.runner, lambda: app.repository).defer_job(
+            name, args, kwargs, at=at, delay=delay, tenants=tenants, key=key,
+            priority=priority, timeout=timeout, caller=self.workspace)
+        return ConsoleRun(run)
 
     def reload(self) -> None:
         """Re-read the job files and the jobs folder's helpers: new, changed and deleted
