@@ -25,12 +25,14 @@ from .errors import (
     InvalidTimezone,
     JobDefinitionError,
     JobLoadError,
+    JobTimeout,
     LockTimeout,
     MissingColumn,
     MissingTable,
     NoDatabase,
     NoTenantsTable,
     PinreplError,
+    RunFailed,
     SandboxBusy,
     TenantViolation,
     TranscriptError,
@@ -40,6 +42,7 @@ from .errors import (
     UnknownTenant,
 )
 from .jobs import BackgroundJob, JobRegistry, JobSpec
+from .retry import Retry
 from .schedules import Schedule
 from .settings import Settings
 from .workspace import Progress, Workspace
@@ -67,6 +70,7 @@ __all__ = [
     "JobLoadError",
     "JobRegistry",
     "JobSpec",
+    "JobTimeout",
     "LockTimeout",
     "MissingColumn",
     "MissingTable",
@@ -76,6 +80,8 @@ __all__ = [
     "PinreplError",
     "Progress",
     "Query",
+    "Retry",
+    "RunFailed",
     "SandboxBusy",
     "Schedule",
     "Settings",

@@ -191,3 +191,33 @@ class InvalidTimezone(InvalidSchedule):
         self.cron = cron
         self.timezone = timezone
         self.problem = message
+
+
+class TablesOutdated(DatabaseRefused):
+    """pinrepl's own tables are of another version than this pinrepl's (SPEC 8): one
+    line naming `init-database`, exit 2."""
+
+
+class JobTimeout(PinreplError, TimeoutError):
+    """A run went past its `timeout` and was stopped (SPEC 8): "timed out after 1 s", with
+    the note every failure of a run has naming the job and the tenant ("in background job
+    'slow' for tenant 2 (acme)"); `timeout` is the limit in seconds. Its cause is what
+    stopped the job's code (the cancellation, or the interrupt of code that blocked)."""
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class RunFailed(PinreplError):
+    """A deferred run that did not succeed, as `await run.wait()` raises it: the message
+    names the job, the tenant, the status and the error; `.status`, `.error` and
+    `.traceback` are the run's."""
+
+    def __init__(self, message: str, *, run_id: int, status: str, error: str | None,
+                 traceback: str | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        self.traceback = traceback

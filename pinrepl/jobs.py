@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .errors import JobLoadError, UnknownBackgroundJob
+from .retry import Retry, as_retry, is_retries
 from .schedules import Schedule, shown_time
 
 if TYPE_CHECKING:
     from .db import Database, Query, Tenant
+    from .runs.record import Run
     from .workspace import Workspace
 
 JOB_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)*")
@@ -61,6 +63,12 @@ class BackgroundJob:
     misfire_grace: float = 60
     #: The bot: run a slot even while the run of an earlier one is still running.
     overlap: bool = False
+    #: Seconds each run (each tenant's, in a fan-out) may take before it is stopped with
+    #: `JobTimeout`; None: no limit. A call's own `timeout=` overrides it.
+    timeout: float | None = None
+    #: The bots: more tries of a run that failed. `n` means `Retry(attempts=n)`; 0 or None
+    #: none.
+    retries: int | Retry | None = None
 
     def __init__(self, workspace: Workspace | None = None) -> None:
         self.workspace = workspace
@@ -102,6 +110,13 @@ class BackgroundJob:
     def tenant(self) -> Tenant | None:
         return self._services().tenant
 
+    @property
+    def current_run(self) -> Run | None:
+        """This run's record (`id`, `origin`, `attempt`, `scheduled_for`, `tenant_id`,
+        `timeout`, ...), or None for a run that is not recorded. A run this one starts
+        has its own (None unless it is recorded too)."""
+        return self._services().current_run
+
     def _services(self) -> Workspace:
         if self.workspace is None:
             raise RuntimeError(
@@ -124,6 +139,16 @@ class JobSpec:
     def tenant_concurrency(self) -> int:
         return self.cls.tenant_concurrency  # checked when loaded: a whole number >= 1
 
+    @property
+    def timeout(self) -> float | None:
+        """The class's `timeout` (checked when loaded: seconds > 0, or None)."""
+        return self.cls.timeout
+
+    @property
+    def retry(self) -> Retry | None:
+        """The job's retry policy (from its `retries`), or None: no retries."""
+        return as_retry(self.cls.retries)  # checked when loaded
+
     @functools.cached_property
     def signature(self) -> inspect.Signature:
         """The signature of `run()`, `self` included."""
@@ -144,7 +169,7 @@ class JobSpec:
 
     def __repr__(self) -> str:
         """A summary for the REPL: name, file, `run()`, schedules with their next run,
-        tenancy."""
+        timeout and retries, tenancy."""
         lines = [
             f"background job {self.name!r} ({shown_path(self.path, Path.cwd())})",
             f"  run{self.call_signature}",
@@ -159,6 +184,11 @@ class JobSpec:
                          + f", next {upcoming}")
         if not self.schedules:
             lines.append("  no schedule")
+        limits = [f"timeout {self.timeout:g} s"] if self.timeout is not None else []
+        if self.retry is not None:
+            limits.append(f"{self.retry.attempts} retr{'y' if self.retry.attempts == 1 else 'ies'}")
+        if limits:
+            lines.append(f"  {', '.join(limits)}")
         at_once = self.tenant_concurrency
         lines.append(
             f"  multi-tenant, {at_once} tenant{'s' if at_once > 1 else ''} at a time"
@@ -426,6 +456,10 @@ def _is_seconds(value: object) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
+def _is_timeout(value: object) -> bool:
+    return value is None or (_is_seconds(value) and value > 0)  # type: ignore[operator]
+
+
 #: The job attributes pinrepl reads: a test of each, and what it must be, for the error.
 _ATTRIBUTES: dict[str, tuple[Callable[[object], bool], str]] = {
     "multi_tenant": (_is_bool_or_none,
@@ -433,6 +467,9 @@ _ATTRIBUTES: dict[str, tuple[Callable[[object], bool], str]] = {
     "tenant_concurrency": (_is_positive_int, "a whole number of at least 1"),
     "misfire_grace": (_is_seconds, "a number of seconds, 0 or more"),
     "overlap": (_is_bool, "True or False"),
+    "timeout": (_is_timeout, "a number of seconds above 0, or None for no limit"),
+    "retries": (is_retries, "a whole number of tries, 0 or more, a pinrepl.Retry(...), or "
+                            "None"),
 }
 
 

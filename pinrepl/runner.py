@@ -9,6 +9,13 @@ Every run gets its own `Workspace`, torn down in a `finally`, and so does the jo
 with a note naming the job (and tenant). A fan-out runs every tenant even when some fail,
 then raises `BackgroundJobFailed`.
 
+`run_once` is the one place a job's `run()` runs, for in-process calls and the bots alike,
+so its limits live there: the run's `timeout` (the call's, else the job's; each tenant's
+run of a fan-out on its own clock) is enforced by `deadline.guard`, which also lets
+`blocking.watch_stalls` name the run whose code blocks the loop; the run's record, if it
+has one, is its workspace's `current_run`. `status_of` says which status a run's outcome
+is.
+
 A tenant reference is a row, an int (an id), or a string: `id:2` and `name:2` say which,
 and a bare `2` is an id or a name, refused as ambiguous when it is one tenant's id and
 another's name. A prefixed reference that is also, whole, another tenant's name (a tenant
@@ -23,22 +30,27 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .blocking import ActiveRun
+from .deadline import guard
 from .errors import (
     AmbiguousTenant,
     BackgroundJobExit,
     BackgroundJobFailed,
     BadJobArguments,
     JobDefinitionError,
+    JobTimeout,
     NoTenantsTable,
     TenantViolation,
     UnknownTenant,
     suggest,
 )
 from .jobs import JobRegistry, JobSpec
+from .runs.status import Status
 from .workspace import Progress, Workspace
 
 if TYPE_CHECKING:
     from .db import Database, Query, Tenant
+    from .runs.record import Run
 
 #: Tenant ids are ASCII digits that fit `tenants.id`, an INTEGER column (32 bits on
 #: PostgreSQL); anything else is a name.
@@ -68,18 +80,21 @@ class Runner:
         self.jobs = jobs
         self._open_database = open_database
 
-    def workspace(self, tenant: Tenant | None = None) -> Workspace:
-        """A fresh workspace, in `tenant` or in none."""
-        return Workspace(tenant, self._open_database, self.run_job)
+    def workspace(self, tenant: Tenant | None = None, run: Run | None = None) -> Workspace:
+        """A fresh workspace, in `tenant` or in none, of the recorded `run` if any."""
+        return Workspace(tenant, self._open_database, self.run_job, run)
 
     async def run_job(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
         caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
     ) -> None:
-        """Run job `name` now (SPEC 3); `caller` is the workspace it is called from."""
+        """Run job `name` now (SPEC 3); `caller` is the workspace it is called from;
+        `timeout` (seconds) bounds each run instead of the job's own `timeout`."""
+        check_timeout(timeout)
         prepared = await self.prepare(name, args, kwargs, caller=caller, tenants=tenants)
-        await self.execute(prepared, progress)
+        await self.execute(prepared, progress, timeout=timeout)
 
     # -- phase 1: what was asked ----------------------------------------------------------
 
@@ -123,26 +138,40 @@ class Runner:
 
     # -- phase 2: running it --------------------------------------------------------------
 
-    async def execute(self, prepared: Prepared, progress: Progress | None = None) -> None:
+    async def execute(
+        self, prepared: Prepared, progress: Progress | None = None, *,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+    ) -> None:
         """Run what `prepare` resolved: whatever this raises is the job's failure (or the
-        environment's: a setting, the database)."""
+        environment's: a setting, the database). `timeout`: as for `run_once`, for each
+        run (each tenant's, in a fan-out)."""
+        check_timeout(timeout)
         p = prepared
         tenants = await self.select_tenants(p.spec) if p.select else p.tenants
         if tenants is None:
-            await self.run_once(p.spec, p.args, p.kwargs, p.tenant)
+            await self.run_once(p.spec, p.args, p.kwargs, p.tenant, timeout=timeout)
         else:
-            await self.fan_out(p.spec, p.args, p.kwargs, tenants, progress)
+            await self.fan_out(p.spec, p.args, p.kwargs, tenants, progress, timeout=timeout)
 
     async def run_once(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
-        tenant: Tenant | None,
+        tenant: Tenant | None, *,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        run: Run | None = None,
     ) -> None:
-        """One run of `spec` in a fresh workspace (for `tenant`, or none)."""
-        workspace = self.workspace(tenant)
+        """One run of `spec` in a fresh workspace (for `tenant`, or none), whose
+        `current_run` is `run` (the record of a recorded run, else None). It is stopped
+        `timeout` seconds after it starts (default: the job's `timeout`; None: no limit)
+        with `JobTimeout`, its workspace torn down (see `deadline` for code that blocks)."""
+        check_timeout(timeout)
+        limit = spec.timeout if timeout is None else timeout
+        workspace = self.workspace(tenant, run)
         where = f" for tenant {tenant.id} ({tenant.name})" if tenant is not None else ""
+        active = ActiveRun(f"background job {spec.name!r}{where}", str(spec.path),
+                           run_id=None if run is None else run.id)
         try:
             try:
-                await spec.cls(workspace).run(*args, **kwargs)
+                await guard(spec.cls(workspace).run(*args, **kwargs), active, limit)
             except SystemExit as exit_:
                 raise BackgroundJobExit(
                     f"background job {spec.name!r} called sys.exit({exit_.code!r})"
@@ -155,10 +184,12 @@ class Runner:
 
     async def fan_out(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
-        tenants: list[Tenant], progress: Progress | None = None,
+        tenants: list[Tenant], progress: Progress | None = None, *,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
     ) -> None:
         """Run `spec` once per tenant; every tenant runs, failures are raised together.
-        Only KeyboardInterrupt and cancellation stop a fan-out."""
+        Only KeyboardInterrupt and cancellation stop a fan-out. Each tenant's run has its
+        own clock for `timeout` (as for `run_once`)."""
         failures: list[Exception] = []
         if progress is not None:
             progress.start(tenants)
@@ -168,7 +199,7 @@ class Runner:
                 progress.running(tenant)
             error: Exception | None = None
             try:
-                await self.run_once(spec, args, kwargs, tenant)
+                await self.run_once(spec, args, kwargs, tenant, timeout=timeout)
             except Exception as exc:
                 error = exc
                 failures.append(exc)
@@ -209,6 +240,28 @@ class Runner:
                 return await query.order_by(model.id).all()
         finally:
             await database.aclose()
+
+
+def check_timeout(timeout: object) -> None:
+    """`ValueError` unless `timeout` is None or a number of seconds above 0."""
+    if timeout is not None and not (
+            isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            and 0 < timeout < float("inf")):
+        raise ValueError(f"timeout={timeout!r}: it must be a number of seconds above 0, "
+                         "or None")
+
+
+def status_of(error: BaseException | None) -> Status:
+    """The status of a run that raised `error` (None: it returned): `timed_out` for a
+    `JobTimeout`, `cancelled` for a cancellation or a KeyboardInterrupt, else `failed`.
+    The bot records it; the CLI reports it."""
+    if error is None:
+        return Status.SUCCEEDED
+    if isinstance(error, JobTimeout):
+        return Status.TIMED_OUT
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+        return Status.CANCELLED
+    return Status.FAILED
 
 
 def check_arguments(spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

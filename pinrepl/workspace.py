@@ -1,8 +1,9 @@
 """The workspace: the fresh context one run of a job gets, and its teardown.
 
-A workspace is handed what it needs: its tenant, a way to open its database and a way to
-run further jobs (the runner's). It is cheap to make: its database is opened on first use,
-so a run that never touches the database opens no session. `aclose()` closes whatever was
+A workspace is handed what it needs: its tenant, a way to open its database, a way to
+run further jobs (the runner's) and, for a recorded run, its record (`current_run`). It
+is cheap to make: its database is opened on first use, so a run that never touches the
+database opens no session. `aclose()` closes whatever was
 opened (the session goes back to the pool) and is called in a `finally` by every run.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .db import Database, Tenant
+    from .runs.record import Run
 
 
 class Progress(Protocol):
@@ -35,20 +37,24 @@ class RunJob(Protocol):
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
         caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
     ) -> None: ...
 
 
 class Workspace:
     """Services of one context: `database`, `run_background_job`, `initial_params`,
-    `tenant` (a tenant row or None) and `workspace` (itself)."""
+    `tenant` (a tenant row or None), `current_run` (the run's record, None for a run that
+    is not recorded or a workspace that is no run's) and `workspace` (itself)."""
 
-    __slots__ = ("_database", "_open_database", "_run_job", "initial_params", "tenant")
+    __slots__ = ("_database", "_open_database", "_run_job", "current_run", "initial_params",
+                 "tenant")
 
     def __init__(
         self, tenant: Tenant | None, open_database: Callable[[int | None], Database],
-        run_job: RunJob,
+        run_job: RunJob, current_run: Run | None = None,
     ) -> None:
         self.tenant = tenant
+        self.current_run = current_run
         self.initial_params: dict[str, Any] = {
             "_headers": {} if tenant is None else {"x-tenant-id": tenant.id}
         }
@@ -85,14 +91,17 @@ class Workspace:
         *,
         tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
     ) -> None:
         """`run_background_job` with explicit options: `tenants` (ids, names or rows) runs
         the job for exactly those tenants, multi-tenant or not (inside a tenant's workspace
         only that tenant may be chosen); `progress` is told when a fan-out starts and as
-        each tenant starts and finishes."""
+        each tenant starts and finishes; `timeout` (seconds) bounds each run, each tenant's
+        on its own clock, instead of the job's `timeout`: past it the run is stopped with
+        `JobTimeout`."""
         await self._run_job(
             name, tuple(args), dict(kwargs or {}), caller=self, tenants=tenants,
-            progress=progress,
+            progress=progress, timeout=timeout,
         )
 
     async def aclose(self) -> None:

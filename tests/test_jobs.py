@@ -206,6 +206,17 @@ def test_schedule_arguments_that_fit_run_load(open_app, make_app):
     ('misfire_grace = "60"', "Job.misfire_grace = '60': it must be a number of seconds"),
     ('misfire_grace = float("inf")', "Job.misfire_grace = inf: it must be a number"),
     ('overlap = "yes"', "Job.overlap = 'yes': it must be True or False"),
+    ("timeout = 0", "Job.timeout = 0: it must be a number of seconds above 0, or None"),
+    ("timeout = -1", "Job.timeout = -1: it must be a number of seconds above 0"),
+    ('timeout = "300"', "Job.timeout = '300': it must be a number of seconds above 0"),
+    ("timeout = True", "Job.timeout = True: it must be a number of seconds above 0"),
+    ('timeout = float("nan")', "Job.timeout = nan: it must be a number of seconds above 0"),
+    ("retries = -1", "Job.retries = -1: it must be a whole number of tries, 0 or more, a "
+                     "pinrepl.Retry(...), or None"),
+    ("retries = 2.5", "Job.retries = 2.5: it must be a whole number of tries"),
+    ("retries = True", "Job.retries = True: it must be a whole number of tries"),
+    ('retries = "3"', "Job.retries = '3': it must be a whole number of tries"),
+    ("retries = {'attempts': 3}", "Job.retries = {'attempts': 3}: it must be a whole number"),
 ])
 def test_a_job_attribute_of_the_wrong_kind_is_a_load_error_naming_it(
         open_app, make_app, attribute, problem):
@@ -222,6 +233,9 @@ def test_a_job_attribute_of_the_wrong_kind_is_a_load_error_naming_it(
     "    multi_tenant = True\n    tenant_concurrency = 3\n    misfire_grace = 0\n"
     "    overlap = True\n",
     "    multi_tenant = None\n    misfire_grace = 1.5\n",
+    "    timeout = 300\n    retries = 3\n",
+    "    timeout = 0.5\n    retries = 0\n",
+    "    timeout = None\n    retries = None\n",
 ])
 def test_job_attributes_of_the_right_kind_load(open_app, make_app, attributes):
     root = make_app({"job.py": scheduled('"0 * * * *"', attributes=attributes + "\n")})

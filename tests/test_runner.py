@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,12 +19,15 @@ from pinrepl import (
     BackgroundJobFailed,
     BadJobArguments,
     JobDefinitionError,
+    JobTimeout,
     NoTenantsTable,
     UnknownBackgroundJob,
     UnknownColumn,
     UnknownTenant,
     Workspace,
 )
+from pinrepl.runner import status_of
+from pinrepl.runs.record import Origin, Run
 
 from .conftest import FAN_OUT_JOBS, write_app, write_example_app
 
@@ -179,6 +183,46 @@ async def test_cancelling_a_run_tears_its_workspace_down(example_app, tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await task
         assert app.engine.engine.pool.checkedout() == 0
+
+
+# -- the run's record and its status -------------------------------------------------------
+
+SEES_RUN = {
+    "sees_run.py": """
+        from pinrepl import BackgroundJob
+
+        class SeesRun(BackgroundJob):
+            async def run(self, nested=True):
+                run = self.current_run
+                print("run:", None if run is None else (run.id, run.origin, run.attempt))
+                if nested:
+                    await self.run_background_job("sees-run", False)
+    """,
+}
+
+
+async def test_current_run_is_none_for_an_unrecorded_run(make_app, capsys):
+    async with App.open(make_app(SEES_RUN)) as app:
+        await app.run_background_job("sees-run")
+    assert capsys.readouterr().out == "run: None\nrun: None\n"
+
+
+async def test_current_run_is_the_record_a_run_is_given_and_not_its_nested_runs(
+        make_app, capsys):
+    record = Run(id=7, job="sees-run", origin=Origin.CLI, attempt=2,
+                 scheduled_for=datetime(2026, 1, 1, tzinfo=UTC), tenant_id=None, timeout=None)
+    async with App.open(make_app(SEES_RUN)) as app:
+        await app.runner.run_once(app.jobs["sees-run"], (), {}, None, run=record)
+    # The nested run is a run of its own, unrecorded: it does not inherit its parent's.
+    assert capsys.readouterr().out == "run: (7, 'cli', 2)\nrun: None\n"
+
+
+def test_the_status_of_an_outcome():
+    assert status_of(None) == "succeeded"
+    assert status_of(JobTimeout("timed out after 1 s")) == "timed_out"
+    assert status_of(ValueError("bad")) == "failed"
+    assert status_of(asyncio.CancelledError()) == "cancelled"
+    assert status_of(KeyboardInterrupt()) == "cancelled"
 
 
 # -- fan-out over tenants --------------------------------------------------------------------

@@ -8,23 +8,24 @@ SIGINT the kernel handed to another of the process's threads (prompt_toolkit's, 
 database driver's) waits. So the signal reaches a thread of ours through
 `signal.set_wakeup_fd`; it asks the loop to cancel the line and, if the loop has not done
 so `BLOCKED` seconds later (or Ctrl-C comes again first), sends SIGINT to the main thread
-itself, whose handler raises KeyboardInterrupt in the code that runs there.
+itself, whose handler raises KeyboardInterrupt in the code that runs there, unless that
+is asyncio's own machinery (`blocking.in_task_code`, the test a run's deadline applies too).
+A run's deadline interrupts blocking code the same way, with a signal of its own
+(`deadline`), which this handler never sees.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-_ASYNCIO = str(Path(asyncio.__file__).parent) + os.sep
+from ..blocking import in_task_code
 
 
 class Interrupter:
@@ -127,8 +128,7 @@ class Interrupter:
         pending = self._pending
         if pending is None or self.running is None:
             return  # the loop answered after all
-        if asyncio.current_task() is None or frame is None \
-                or frame.f_code.co_filename.startswith(_ASYNCIO):
+        if not in_task_code(frame):
             self._check_later(pending)  # not in the line's code just now: try again
             return
         self._pending = None
