@@ -1,14 +1,18 @@
-"""A scratch PostgreSQL database for a bench: made on the server of
-PINREPL_BENCH_DATABASE_URL (else PINREPL_TEST_DATABASE_URL), dropped afterwards."""
+"""What the benches share: a scratch PostgreSQL database, made on the server of
+PINREPL_BENCH_DATABASE_URL (else PINREPL_TEST_DATABASE_URL) and dropped afterwards; an app
+folder of job files; `pinrepl` in a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -36,3 +40,21 @@ def scratch_postgres() -> Iterator[str]:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def write_app(root: Path, jobs: dict[str, str]) -> Path:
+    """An app folder whose jobs/ holds `jobs` (file name: source, dedented)."""
+    (root / "jobs").mkdir(parents=True)
+    for name, source in jobs.items():
+        (root / "jobs" / name).write_text(textwrap.dedent(source))
+    return root
+
+
+def pinrepl(*args: str, url: str, **popen: object) -> subprocess.Popen[str]:
+    """`python -m pinrepl ARGS` on the database `url` (no other PINREPL_* variable), its
+    output thrown away unless `stdout`/`stderr` say otherwise."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PINREPL_")}
+    streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, "-m", "pinrepl", *args],
+                            env={**env, "PINREPL_DATABASE_URL": url}, text=True,
+                            **streams)  # type: ignore[call-overload]
