@@ -391,8 +391,8 @@ def main() -> None:
         start_latency(root, sqlite, "SQLite", 1000)
         asyncio.run(forget_runs(root, url))
         asyncio.run(defer_cost(root, url))
-        timeouts(root, url)
         claims(root, url)
+        timeouts(root, url)
 
 
 if __name__ == "__main__":
