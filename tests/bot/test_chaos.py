@@ -38,6 +38,9 @@ TENANTS = [f"t{i}" for i in range(10)]
 #: Seconds of kills and cuts; then the bots finish what was due, and stop.
 CHAOS = 34.0
 BOT_OPTIONS = ("--lease", "3", "--grace", "2")
+#: What a bot logs once it is up: on PostgreSQL it listens for deferred runs (or says why
+#: it cannot).
+READY = " for deferred runs"
 FINAL = {"succeeded", "failed", "skipped", "abandoned", "cancelled", "timed_out"}
 
 JOBS = {
@@ -101,6 +104,8 @@ class Chaos:
     rng: random.Random
     bots: list[Bot] = field(default_factory=list)
     killed: list[Bot] = field(default_factory=list)
+    #: Bots started while the database was away: they exit 2, and are started again.
+    unstarted: list[Bot] = field(default_factory=list)
     deferred: dict[int, Any] = field(default_factory=dict)  # n -> DeferredRun
     cuts: list[float] = field(default_factory=list)
 
@@ -108,6 +113,24 @@ class Chaos:
         bot = Bot(self.app_dir, self.relay.url(self.url), *BOT_OPTIONS)
         self.bots.append(bot)
         return bot
+
+    def revive(self) -> None:
+        """Start again, as a supervisor would, the bots that could not reach the database
+        when they started (exit 2, one line); any other exit fails the test."""
+        for bot in list(self.bots):
+            code = bot.process.poll()
+            if code is None:
+                continue
+            assert code == 2 and "cannot reach database" in bot.log, f"exit {code}:\n{bot.log}"
+            self.bots.remove(bot)
+            self.unstarted.append(bot)
+            self.start_bot()
+
+    async def ready(self) -> bool:
+        """Whether every bot is up: listening for deferred runs, which it does once its
+        signal handlers are in place (a SIGTERM before them kills it)."""
+        self.revive()
+        return all(READY in bot.log for bot in self.bots)
 
     def kill_one(self) -> None:
         bot = self.rng.choice(self.bots)
@@ -133,6 +156,7 @@ class Chaos:
         begin = time.monotonic()
         for moment, what in self.timeline():
             await asyncio.sleep(max(0.0, begin + moment - time.monotonic()))
+            self.revive()
             if what == "kill":
                 self.kill_one()
             elif what == "cut":
@@ -160,10 +184,6 @@ async def all_runs(app: App) -> list[Any]:
         return list((await conn.execute(select(RUNS).order_by(RUNS.c.id))).all())
 
 
-async def in_logs(bots: list[Bot], text: str) -> bool:
-    return all(text in bot.log for bot in bots)
-
-
 def test_bots_keep_each_run_once_through_kills_and_outages(tmp_path: Path) -> None:
     seed = int(os.environ.get("PINREPL_CHAOS_SEED") or random.randrange(2**32))
     print(f"chaos seed {seed} (PINREPL_CHAOS_SEED={seed} replays it)")
@@ -178,12 +198,12 @@ async def _run(chaos: Chaos) -> None:
             begin = time.monotonic()
             for _ in range(3):
                 chaos.start_bot()
-            await until(lambda: in_logs(chaos.bots, " started: app "), 30,
-                        lambda: "the bots start")
+            await until(chaos.ready, 30, lambda: "the bots start")
             print(f"bots up in {time.monotonic() - begin:.1f} s")
             await chaos.play(app)
             quiet, begin = utcnow(), time.monotonic()
-            print(f"killed {len(chaos.killed)} bots, cut the database at "
+            print(f"killed {len(chaos.killed)} bots, {len(chaos.unstarted)} started again "
+                  "(the database was away), cut the database at "
                   + ", ".join(f"{s:.1f} s" for s in chaos.cuts))
 
             seen: list[Any] = []
@@ -199,9 +219,7 @@ async def _run(chaos: Chaos) -> None:
                             _described(row, seen) for row in _pending(seen, quiet)))
             print(f"what was due ended {time.monotonic() - begin:.1f} s after the chaos")
             outcomes = [await _outcome(run) for run in chaos.deferred.values()]
-            # A bot still starting has no handler for SIGTERM yet.
-            await until(lambda: in_logs(chaos.bots, " started: app "), 30,
-                        lambda: "the last bots start")
+            await until(chaos.ready, 30, lambda: "the last bots start")
         finally:
             begin = time.monotonic()
             codes = _stop(chaos.bots)
