@@ -21,8 +21,9 @@ from types import ModuleType
 
 from sqlalchemy.exc import InvalidRequestError
 
-from .db.models import BUILT_IN, Model
+from .db.models import Model
 from .errors import ConfigError
+from .runs.tables import BUILT_IN
 
 _loaded: dict[Path, ModuleType] = {}
 _loaded_mtimes: dict[Path, int] = {}

@@ -14,6 +14,7 @@ parameter, so the overview of any moment can be computed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,10 +26,11 @@ from sqlalchemy.exc import DBAPIError
 
 from .db import Database, Engine
 from .db.engine import first_line
-from .db.models import BUILT_IN
-from .db.runs import LastRun, last_runs
-from .errors import InvalidSchedule, NoDatabase, PinreplError
+from .errors import InvalidSchedule, MissingTable, NoDatabase, PinreplError, TablesOutdated
 from .jobs import JobRegistry, JobSpec, shown_path
+from .runs.history import LastRun, last_runs
+from .runs.migrate import check_version
+from .runs.tables import BUILT_IN
 from .schedules import Schedule
 
 if TYPE_CHECKING:
@@ -175,7 +177,11 @@ async def read_history(app: App, tenant: Tenant | None = None) -> History:
     database = Database(engine, None if tenant is None else tenant.id)
     try:
         async with asyncio.timeout(READ_TIMEOUT):
+            with contextlib.suppress(MissingTable):  # no runs yet: `last_runs` says none
+                await check_version(engine)  # `TablesOutdated` is raised: one line, exit 2
             return History(await last_runs(database, names), whose)
+    except TablesOutdated:
+        raise
     except NoDatabase as exc:  # no bot has run (a bot needs it): no history, known as such
         return History({}, whose, note=f"no runs yet: {exc}")
     except TimeoutError:

@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from ..db.runs import shown_args, shown_arguments
 from ..jobs import JobRegistry, shown_path
 from ..overview import READ_TIMEOUT, History, JobRow, Overview, jobs_overview, read_history
+from ..runs.record import shown_args, shown_arguments
+from ..runs.status import NOT_RUN
 from ..schedules import shown_time
-from ..statuses import NOT_RUN
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..db.models import BackgroundJobRun
+    from ..runs.tables import BackgroundJobRun
 
 __all__ = ["READ_TIMEOUT", "History", "listing", "read_history"]
 
@@ -125,9 +125,9 @@ def runs_rows(runs: Sequence[BackgroundJobRun], timezone: ZoneInfo,
     return [[
         str(run.id), run.job, shown_args(run.args).lstrip(), _tenant(run.tenant_id, tenants),
         run.scheduled_for.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
-        "-" if run.finished_at is None or run.status in NOT_RUN else
-        f"{(run.finished_at - run.started_at).total_seconds():.3f} s",
-        run.bot, run.error or "",
+        "-" if run.finished_at is None or run.started_at is None or run.status in NOT_RUN
+        else f"{(run.finished_at - run.started_at).total_seconds():.3f} s",
+        run.bot or f"({run.origin})", run.error or "",
     ] for run in runs]
 
 

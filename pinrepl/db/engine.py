@@ -20,6 +20,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    DisconnectionError,
+    InterfaceError,
     InvalidRequestError,
     NoSuchModuleError,
     OperationalError,
@@ -51,9 +53,45 @@ from .scope import TenantSession
 SANDBOX_TURN_TIMEOUT = 5.0
 LOCK_TIMEOUT = 5.0
 
+#: The execution option of a connection whose SQLite transactions begin `IMMEDIATE`.
+IMMEDIATE = "pinrepl_immediate"
+
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN = "42P01", "42703"
 _PG_LOCK_NOT_AVAILABLE, _PG_READ_ONLY = "55P03", "25006"
+
+
+#: Whatever a database call can raise: the database went away, or it refused the statement
+#: (`is_outage` tells which).
+DATABASE_ERRORS = (DBAPIError, DisconnectionError, OSError, TimeoutError, DatabaseUnavailable)
+
+#: PostgreSQL's SQLSTATE classes of a server that is away or not taking work now: connection
+#: exception, transaction rollback (a deadlock, a serialization failure: try again),
+#: insufficient resources, operator intervention (shutting down, starting up, a statement
+#: cancelled), system error.
+_PG_AWAY = ("08", "40", "53", "57", "58")
+#: SQLite's primary result codes of a database that cannot be used now: busy, locked, I/O
+#: error, disk full, cannot open, locking protocol.
+_SQLITE_AWAY = frozenset({5, 6, 10, 13, 14, 15})
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` says the database is away or not answering (try again later), rather
+    than that it refused what it was asked (trying again would change nothing): the one
+    classifier of database errors, with `Engine.explain` which says the refusals."""
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate.startswith(_PG_AWAY)
+        code = getattr(error.orig, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return (code & 0xFF) in _SQLITE_AWAY
+        return isinstance(error, OperationalError | InterfaceError)
+    if isinstance(error, PinreplError):  # a missing table, a read-only file: refusals
+        return type(error) is DatabaseUnavailable
+    return isinstance(error, DisconnectionError | OSError | TimeoutError)
 
 
 def database_url(url: str, root: Path) -> URL:
@@ -241,6 +279,21 @@ class Engine:
         return None
 
     @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction of its own, committed when the block ends: in a
+        sandbox, a savepoint of the sandbox's connection, in its turn; else a new one, whose
+        transaction on SQLite takes the write lock at once (`BEGIN IMMEDIATE`: a transaction
+        that reads before it writes could not take it later, whatever the busy timeout)."""
+        if self._sandbox is not None:
+            async with self.turn(), self._sandbox.begin_nested():
+                yield self._sandbox
+            return
+        engine = self.engine.execution_options(**{IMMEDIATE: True}) if self.is_sqlite \
+            else self.engine
+        async with engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def sandbox(self) -> AsyncIterator[None]:
         """Every session made inside the block works in one transaction, rolled back at
         its end. Sandboxes do not nest."""
@@ -287,7 +340,8 @@ def _sqlite_transactions(sync_engine: Any) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        immediate = conn.get_execution_options().get(IMMEDIATE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _connect_args(url: URL) -> dict[str, Any]:

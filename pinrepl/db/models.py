@@ -11,13 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     DateTime,
-    Index,
-    Integer,
     String,
-    Text,
     TypeDecorator,
     func,
     inspect,
@@ -96,60 +92,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class BackgroundJobRun(Model):
-    """The built-in `background_job_runs` table: one row per run of the bot (SPEC 7).
-
-    The unique index is the claim: a (job, arguments, tenant, slot) can be inserted once,
-    whichever bot tries first. `coalesce` makes a run without a tenant collide too (NULLs
-    never do). No foreign key to `tenants`: the history outlives a deleted tenant."""
-
-    __tablename__ = "background_job_runs"
-    __table_args__ = (
-        Index("background_job_runs_job_slot", "job", "scheduled_for"),
-        Index("background_job_runs_status", "status"),
-        Index("background_job_runs_slot", "scheduled_for"),
-        Index("background_job_runs_started", "started_at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True)
-    job: Mapped[str] = mapped_column(String(300))
-    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
-    #: The schedule's arguments: JSON of {"args": [...], "kwargs": {...}}, keys sorted.
-    args: Mapped[str] = mapped_column(Text)
-    scheduled_for: Mapped[datetime] = mapped_column(UtcDateTime)
-    #: running, succeeded, failed, skipped, abandoned or cancelled.
-    status: Mapped[str] = mapped_column(String(20))
-    bot: Mapped[str] = mapped_column(String(200))
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    #: The exception's type and message, for a run that did not succeed.
-    error: Mapped[str | None] = mapped_column(Text)
-
-
-Index(
-    "background_job_runs_claim",
-    BackgroundJobRun.job, BackgroundJobRun.args, func.coalesce(BackgroundJobRun.tenant_id, 0),
-    BackgroundJobRun.scheduled_for,
-    unique=True,
-)
-
-
-class BackgroundJobBot(Model):
-    """The built-in `background_job_bots` table: the bots that are up, and their heartbeat.
-    A bot whose `beat_at` is older than the lease is dead: its running runs are abandoned."""
-
-    __tablename__ = "background_job_bots"
-
-    id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-#: The tables every app has, whatever its models file says.
-BUILT_IN: tuple[type[Model], ...] = (Tenant, BackgroundJobRun, BackgroundJobBot)
+#: The tables of the database layer itself (pinrepl's run tables are `runs.tables`).
+BUILT_IN: tuple[type[Model], ...] = (Tenant,)
 
 
 def _database_of(record: Model) -> Database:

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("timeout", sa.Float(), nullable=True),
         sa.Column("not_before", _when, nullable=True),
         sa.Column("traceback", sa.Text(), nullable=True),
+        sa.Column("retry_of", sa.BigInteger(), nullable=True),
     ):
         op.add_column(RUNS, column)
     _backfill()
@@ -101,6 +102,8 @@ def _create_indexes() -> None:
                     **_where("status = 'queued'"))
     op.create_index("background_job_runs_key_live", RUNS, ["key"], unique=True,
                     **_where("key IS NOT NULL AND status IN ('queued', 'running')"))
+    op.create_index("background_job_runs_retries", RUNS, ["retry_of"],
+                    **_where("retry_of IS NOT NULL"))
     op.create_index("background_job_runs_parent", RUNS, ["parent_id"],
                     **_where("parent_id IS NOT NULL"))
     op.create_index(

@@ -1,4 +1,4 @@
-"""The bot's run history read back: each job's last run, the runs newest first, the jobs
+"""The run history read back: each job's last run, the runs newest first, the jobs
 that have runs (SPEC 7).
 
 They read through a workspace's `database` facade, so they commit, take their turn in a
@@ -13,26 +13,29 @@ database, not loaded row by row.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, union_all
+from sqlalchemy import Select, exists, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from ..db.facade import Database, Query
+from ..db.models import Tenant
+from ..db.scope import FACADE, tenant_filter
 from ..errors import MissingTable
-from ..statuses import slot_status
-from .facade import Database, Query
-from .models import BackgroundJobRun, Tenant
-from .scope import FACADE, tenant_filter
+from .record import arguments
+from .status import slot_status
+from .tables import BackgroundJobRun
 
 TABLE = BackgroundJobRun.__tablename__
 #: SQLite takes at most 500 selects in one UNION.
 _JOBS_PER_STATEMENT = 100
 FIELDS = ("id", "job", "tenant_id", "args", "scheduled_for", "status", "bot", "started_at",
-          "finished_at", "error")
+          "finished_at", "error", "origin", "attempt", "parent_id", "priority", "key",
+          "created_at", "timeout", "not_before", "traceback", "retry_of")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,9 @@ async def last_runs(database: Database, jobs: Iterable[str] | None = None
 
 
 def _latest_slot(job: str, tenant_id: int | None) -> Select:
-    """The statuses of the latest slot of `job`, counted (and when its last run ended).
+    """The statuses of the latest slot of `job`, counted (and when its last run ended); a
+    fan-out's row is left out once it has tenant runs, which are counted instead, and a try
+    once it was retried (a slot counts the last try of each run).
 
     Each job is a statement of its own: its latest slot is the end of its part of the
     (job, scheduled_for) index, and that slot's rows are found by the index too, so the
@@ -101,9 +106,17 @@ def _latest_slot(job: str, tenant_id: int | None) -> Select:
     run = BackgroundJobRun
     scope = tenant_filter(run, tenant_id)
     latest = select(func.max(run.scheduled_for)).where(run.job == job, *scope)
+    tenant_run = aliased(BackgroundJobRun)
+    expanded = exists().where(tenant_run.parent_id == run.id)  # its tenants speak for it
+    later = aliased(BackgroundJobRun)
+    retried = exists().where(  # a later try speaks for it
+        later.job == run.job, later.scheduled_for == run.scheduled_for,
+        later.args_hash == run.args_hash, later.attempt > run.attempt,
+        func.coalesce(later.tenant_id, 0) == func.coalesce(run.tenant_id, 0))
     return (
         select(run.job, run.scheduled_for, run.status, func.count(), func.max(run.finished_at))
-        .where(run.job == job, run.scheduled_for == latest.scalar_subquery(), *scope)
+        .where(run.job == job, run.scheduled_for == latest.scalar_subquery(), ~expanded,
+               ~retried, *scope)
         .group_by(run.job, run.scheduled_for, run.status)
     )
 
@@ -149,37 +162,6 @@ async def list_runs(database: Database, job: str | None = None, status: str | No
     if status is not None:
         query = query.where(status=status)
     return await query.order_by("-scheduled_for", "-id").limit(limit).all()
-
-
-def arguments(args: str) -> Any:
-    """What a run's `args` column holds: {"args": [...], "kwargs": {...}} (the text itself
-    if it is not JSON)."""
-    try:
-        return json.loads(args)
-    except ValueError:
-        return args
-
-
-def shown_args(args: str) -> str:
-    """' ["a"] {"b": 1}' for a run's `args` column, '' when the schedule has none."""
-    values = arguments(args)
-    try:
-        positional, keywords = values["args"], values["kwargs"]
-    except (TypeError, KeyError):
-        return f" {args}"
-    return shown_arguments(positional, keywords)
-
-
-def shown_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    """' ["a"] {"b": 1}' for a schedule's arguments, '' for none: JSON, as the runs table
-    holds them, its text as written (`"für"`, not `"f\\u00fcr"`)."""
-    shown = [_json(list(args))] if args else []
-    shown += [_json(dict(kwargs))] if kwargs else []
-    return "".join(f" {part}" for part in shown)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def run_as_json(run: BackgroundJobRun) -> dict[str, Any]:
