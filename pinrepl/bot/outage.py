@@ -1,90 +1,97 @@
-"""The database going away (a restart, the network) told from the database refusing what it
-was asked, and the backoff between tries.
+"""The database going away (a restart, the network) and coming back, for every part of the
+bot at once.
 
-Every part of the bot that talks to the database (the loop's heartbeat, claims, results)
-reports its failures here. An outage is logged as one warning and the recovery as one
-line; in between the tries wait 0.25 s, doubling up to at most 5 s. Any other database
-error (a missing table or column, a read-only database) would be the same on every try:
-it is logged as an error and the bot stops (`refused`; the command exits 2).
+Every part that talks to the database (the heartbeat, the scheduler, claims, results)
+reports its failures here (`failed`), and an outage (`db.engine.is_outage`) is logged as
+one warning. While it lasts, one probe asks the database for `SELECT 1`, 0.1 s after the
+failure and then at most every `MAX_DELAY` seconds; the moment it answers, every part
+waiting in `back()` resumes together (a part never waits out a backoff of its own after
+the database has come back). A statement the database refuses (a missing table or
+column, a read-only database) would be refused on every try: it is logged as an error and
+`on_refused` stops the bot (the command exits 2).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from ..db.engine import first_line, is_outage
 
-from ..db.engine import first_line
-from ..errors import DatabaseReadOnly, DatabaseUnavailable, MissingTable
-
-#: Whatever a database call can raise: the database went away, or it refused the statement
-#: (`is_outage` tells which).
-DATABASE_ERRORS = (DBAPIError, DisconnectionError, OSError, TimeoutError, DatabaseUnavailable)
-
-#: PostgreSQL's SQLSTATE classes of a server that is away or not taking work now: connection
-#: exception, insufficient resources, operator intervention (shutting down, starting up, a
-#: statement cancelled), system error.
-_PG_AWAY = ("08", "53", "57", "58")
-#: SQLite's primary result codes of a database that cannot be used now: busy, locked, I/O
-#: error, disk full, cannot open, locking protocol.
-_SQLITE_AWAY = frozenset({5, 6, 10, 13, 14, 15})
-
-FIRST_DELAY = 0.25
-MAX_DELAY = 5.0
+FIRST_DELAY = 0.1
+MAX_DELAY = 1.0
 
 log = logging.getLogger("pinrepl.bot")
 
 
-def is_outage(error: BaseException) -> bool:
-    """Whether `error` says the database is away or not answering (try again later), rather
-    than that it refused what it was asked (trying again would change nothing)."""
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None)
-        if isinstance(sqlstate, str):
-            return sqlstate.startswith(_PG_AWAY)
-        code = getattr(error.orig, "sqlite_errorcode", None)
-        if isinstance(code, int):
-            return (code & 0xFF) in _SQLITE_AWAY
-        return isinstance(error, OperationalError | InterfaceError)
-    if isinstance(error, MissingTable | DatabaseReadOnly):
-        return False
-    return isinstance(error, DisconnectionError | OSError | TimeoutError | DatabaseUnavailable)
-
-
 class Outage:
-    """Whether the database answered last time, how long to wait before the next try, and
-    the first refusal (`refused`: the error and what the bot was doing), on which
-    `on_refused` is called once."""
+    """Whether the database is away, a probe while it is, and the first refusal
+    (`refused`: the error and what the bot was doing), on which `on_refused` is called
+    once. `probe()` is one cheap round trip; `on_change(away)` hears of each change."""
 
-    def __init__(self, on_refused: Callable[[], object] = lambda: None) -> None:
-        self._since: float | None = None
-        self._tries = 0
+    def __init__(self, probe: Callable[[], Awaitable[object]],
+                 on_refused: Callable[[], object] = lambda: None,
+                 on_change: Callable[[bool], object] = lambda away: None) -> None:
+        self._probe = probe
         self._on_refused = on_refused
+        self._on_change = on_change
+        self._since: float | None = None
+        self._back = asyncio.Event()
+        self._back.set()
+        self._probing: asyncio.Task[None] | None = None
         self.refused: tuple[BaseException, str] | None = None
 
-    def failed(self, error: BaseException, doing: str) -> float | None:
-        """Note a failure while `doing` something: the seconds to wait before trying again,
-        or None when the database refused it (logged; the bot stops)."""
+    @property
+    def away(self) -> bool:
+        return self._since is not None
+
+    def failed(self, error: BaseException, doing: str) -> bool:
+        """Note a failure while `doing` something: True for an outage (wait in `back()`,
+        then try again), False when the database refused it (logged; the bot stops)."""
         if not is_outage(error):
             log.error("the database refused the bot's statement while %s: %s (%s); stopping",
                       doing, first_line(error), type(error).__name__)
             if self.refused is None:
                 self.refused = (error, doing)
                 self._on_refused()
-            return None
+            return False
         if self._since is None:
             self._since = time.monotonic()
+            self._back.clear()
             log.warning("database unavailable while %s: %s; retrying (at most every %g s)",
                         doing, first_line(error), MAX_DELAY)
-        self._tries += 1
-        return min(MAX_DELAY, FIRST_DELAY * 2 ** (self._tries - 1))
+            self._on_change(True)
+            self._probing = asyncio.create_task(self._probe_until_back())
+        return True
+
+    async def back(self) -> None:
+        """Return once the database answers again (at once when it is not away)."""
+        await self._back.wait()
 
     def answered(self) -> None:
-        """The database answered: if it was away, say it is back."""
-        if self._since is not None:
-            log.info("database is back after %.1f s", time.monotonic() - self._since)
-        self._since, self._tries = None, 0
+        """The database answered a statement: if it was away, it is back."""
+        if self._since is None:
+            return
+        log.info("database is back after %.1f s", time.monotonic() - self._since)
+        self._since = None
+        self._back.set()
+        self._on_change(False)
+
+    async def _probe_until_back(self) -> None:
+        delay = FIRST_DELAY
+        while self._since is not None:
+            await asyncio.sleep(delay)
+            delay = min(MAX_DELAY, delay * 2)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(max(MAX_DELAY, 2.0)):
+                    await self._probe()
+                self.answered()
+
+    async def aclose(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 from ..errors import InvalidSchedule
 from ..jobs import JobSpec
+from ..runs.record import Origin, encode_args
+from ..runs.repository import RunRow
 from ..schedules import Schedule
 
 log = logging.getLogger("pinrepl.bot")
@@ -150,6 +152,26 @@ def catch_up(
         if passed:
             missed.append(Missed(spec, schedule, passed, capped, runs))
     return fires, missed
+
+
+def missed(spec: JobSpec, run: RunRow, now: datetime) -> bool:
+    """Whether `run`, claimed at `now`, is a scheduled first try that waited past its
+    job's `misfire_grace` (it is not started: SPEC 8). Tenant runs of a fan-out and retries
+    are not: the slot started when its fan-out did, and a retry's time is its own."""
+    first = run.origin == Origin.SCHEDULE and run.attempt == 1 and run.parent_id is None
+    return first and now - run.scheduled_for > misfire_grace(spec)
+
+
+def next_slot(spec: JobSpec, run: RunRow) -> datetime | None:
+    """The slot after `run`'s of the schedule it is a run of (None: not a scheduled run,
+    or its schedule is gone): where its retries stop."""
+    if run.origin != Origin.SCHEDULE:
+        return None
+    slots = [
+        _utc(schedule.next_after(run.scheduled_for)) for schedule in dict.fromkeys(spec.schedules)
+        if encode_args(schedule.args, schedule.kwargs) == run.args
+    ]
+    return min(slots) if slots else None
 
 
 def count_slots(schedule: Schedule, start: datetime, end: datetime) -> tuple[int, bool]:

@@ -1,18 +1,26 @@
-"""The bot process: `Bot(app).run()` is `pinrepl bot` (SPEC 7).
+"""The bot process: `Bot(app).run()` is `pinrepl bot` (SPEC 7 and 8).
 
-One loop does the scheduling: it sleeps until the earliest planned slot or its next
-heartbeat, whichever comes first, hands the due slots to the dispatcher, and beats. The
-heartbeat is beaten by this loop itself, so a bot whose loop is stuck (or whose machine
-slept) is seen as dead by the others, and its running runs are marked abandoned. Each beat
-also marks the runs of dead bots abandoned, and now and then deletes the runs older than
-`keep_runs_days`. A database outage is logged once and retried with backoff; the plan
-keeps going, and the slots it missed are caught up by the missed-slot rule. A statement
-the database refuses (a table whose columns differ, a read-only database) stops the bot as
-a signal would, and `run` raises it as one line.
+A bot is a scheduler and a worker sharing one database. Its loop sleeps until the earliest
+planned slot or its next heartbeat, whichever comes first; it hands the due slots to the
+scheduler, which writes them as queued rows, and wakes the worker, which claims queued runs
+(scheduled and deferred alike) as it has room. The heartbeat is beaten by this loop
+itself, so a bot whose loop is stuck (or whose machine slept) is seen as dead by the
+others, and its running runs are marked abandoned (and retried, for a job with
+`retries`). Each beat also marks the runs of dead bots abandoned, and now and then deletes
+the runs older than `keep_runs_days`. A database outage is logged once; every part waits
+until the database answers again, then goes on at once. A statement the database refuses
+(a table of another version, a read-only database) stops the bot as a signal would, and
+`run` raises it as one line.
+
+On PostgreSQL the bot holds one connection of its own that LISTENs for the notification a
+deferring transaction sends when it commits, so an idle bot starts a run deferred now at
+once; polling (`poll` seconds) stays as the safety net, and is all there is on SQLite or
+behind a pooler in transaction mode (PgBouncer), which cannot hold a LISTEN.
 
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
-files and plans again. `run(once=True)` runs what is due now and returns 0 when all of it
+files and plans again. `run(once=True)` runs what is due now (the latest slot within
+`misfire_grace` of each schedule, the deferred runs due now) and returns 0 when all of it
 succeeded, else 1.
 """
 
@@ -27,48 +35,75 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
 
 from ..app import App
-from ..db.engine import first_line
+from ..blocking import watch_stalls
+from ..db.engine import DATABASE_ERRORS, first_line, is_outage
 from ..db.models import utcnow
-from ..errors import BadJobArguments, DatabaseUnavailable
+from ..errors import BadJobArguments, DatabaseRefused, DatabaseUnavailable, PinreplError
 from ..runner import check_arguments
-from . import counted
-from .dispatch import Dispatcher
-from .outage import DATABASE_ERRORS, Outage, is_outage
+from ..runs.repository import CHANNEL, RunRow
+from ..runs.status import Status
+from . import JOB_FAILURE, counted
+from .events import (
+    BotDown,
+    BotUp,
+    DatabaseAway,
+    Event,
+    Events,
+    RunEnded,
+    RunStarted,
+    SlotsQueued,
+)
+from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
-from .store import Store
+from .scheduler import Scheduler
+from .worker import Worker, next_try
 
 #: A wake-up this much later than planned is reported (the machine slept, the loop blocked).
 LATE = timedelta(seconds=2)
 #: How often the runs older than `keep_runs_days` are deleted.
 RETENTION_EVERY = 3600.0
+#: How often an idle worker looks for queued runs: on SQLite, and on PostgreSQL as the
+#: safety net of LISTEN.
+POLL_SQLITE, POLL_LISTENING = 0.5, 5.0
 
 log = logging.getLogger("pinrepl.bot")
 
 
 class Bot:
     """One bot of `app`: at most `concurrency` runs at once, `grace` seconds for them to
-    finish when stopped, dead once it has not beaten for `lease` seconds."""
+    finish when stopped, dead once it has not beaten for `lease` seconds; `clock` is the
+    time (UTC) its planning and records use."""
 
     def __init__(self, app: App, *, concurrency: int = 10, grace: float = 30.0,
-                 lease: float = 30.0) -> None:
+                 lease: float = 30.0, clock: Callable[[], datetime] = utcnow) -> None:
         self.app = app
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.id = f"{self.host}:{self.pid}:{secrets.token_hex(2)}"
         self.grace, self.lease = grace, lease
-        self._store = Store(app.engine, self.id, lease)
-        self._outage = Outage(on_refused=self._refused)
-        self._results = Results(self._store, self._outage)
-        self._wakeup = asyncio.Event()
-        self._dispatcher = Dispatcher(
-            app.runner, self._store, self._results, self._outage, concurrency=concurrency,
-            shown=self._shown, on_idle=self._wakeup.set,
-        )
+        self._clock = clock
         self._concurrency = concurrency
+        self._repository = app.repository
+        self._wakeup = asyncio.Event()
+        self.events = Events()
+        self._outage = Outage(self._probe, on_refused=self._refused,
+                              on_change=self._database_changed)
+        self.events.subscribe(self._log_event)
+        self._results = Results(self._repository, self._outage, clock, bot=self.id)
+        self._scheduler = Scheduler(self._repository, self._outage, clock)
+        self._listening = False
+        self._worker = Worker(
+            app.runner, lambda: app.jobs, self._repository, self._results, self._outage,
+            self.events, bot=self.id, concurrency=concurrency, lease=lease, clock=clock,
+            shown=self._shown, poll=POLL_SQLITE,
+        )
         self._hurry = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self._reload = False
@@ -77,36 +112,51 @@ class Bot:
     @property
     def outcomes(self) -> Counter[str]:
         """How this bot's own runs ended, by status."""
-        return self._dispatcher.outcomes
+        return self._worker.outcomes
 
     async def run(self, once: bool = False) -> int:
         """Run until stopped (exit status 0), or with `once` until what is due now has run
-        (0 if all of it succeeded, else 1). `MissingTable` or `DatabaseUnavailable` if the
-        bot cannot start; a `PinreplError` (`DatabaseRefused`, ...) if the database refused
-        its statements."""
-        await self._store.require_tables()
-        now = utcnow()
+        (0 if all of it succeeded, else 1). `MissingTable`, `TablesOutdated` or
+        `DatabaseUnavailable` if the bot cannot start; a `PinreplError` if the database
+        refused its statements."""
+        from ..runs.migrate import check_version
+
+        await check_version(self.app.engine)
+        now = self._clock()
         try:
-            await self._store.register(self.host, self.pid, now)
-            fires, missed = catch_up(self.app.jobs, now, await self._store.last_slots())
+            await self._repository.register(self.id, self.host, self.pid, now)
+            fires, missed = catch_up(self.app.jobs, now, await self._repository.last_slots())
         except DATABASE_ERRORS as exc:
             if not is_outage(exc):
-                raise await self._store.explain(exc, "starting") from None
+                raise await self._explain(exc, "starting") from None
             raise DatabaseUnavailable(
                 f"cannot reach database {self.app.engine.shown_url}: {first_line(exc)}"
             ) from None
         plan = None if once else Plan(self.app.jobs, now)
-        self._banner(plan, len(fires))
-        self._report(missed)
-        writer = asyncio.create_task(self._results.serve())
-        with self._signals():  # until the very end: a late signal must not kill the flush
+        stalls = watch_stalls(asyncio.get_running_loop(), lambda line: log.warning("%s", line))
+        with self._signals(), stalls:  # from the banner to the very end of the flush
+            self.events.emit(BotUp(self.id))
+            self._banner(plan, len(fires))
+            self._report(missed)
+            self._scheduler.add(fires)
+            writer = asyncio.create_task(self._results.serve())
+            listener = None if self.app.engine.is_sqlite else asyncio.create_task(
+                self._listen())
             try:
-                self._dispatcher.start()
-                self._dispatcher.add(fires)
-                await self._loop(plan, now)
-                await self._dispatcher.stop_claiming()
-                await self._dispatcher.finish_runs(self.grace, self._hurry)
+                await self._write_slots()
+                # A first beat before any claim: what dead bots left is queued again (or
+                # abandoned) before this bot looks for work, `--once` included.
+                beat_at = time.monotonic() + await self._beat(now)
+                serving = asyncio.create_task(self._worker.serve(once=once))
+                serving.add_done_callback(lambda _task: self._wakeup.set())
+                await self._loop(plan, now, serving, beat_at)
+                await self._worker.stop_claiming()
+                await asyncio.wait({serving}, timeout=5.0)
+                serving.cancel()
+                await self._worker.finish_runs(self.grace, self._hurry)
             finally:
+                if listener is not None:
+                    listener.cancel()
                 self._results.stop()
                 await asyncio.wait({writer}, timeout=5.0)  # a write under way ends first
                 writer.cancel()  # unless the database hangs
@@ -114,77 +164,172 @@ class Bot:
                     await writer
                 await self._results.flush(max(self.grace, 5.0))
                 with contextlib.suppress(*DATABASE_ERRORS):
-                    await self._store.unregister()
+                    await self._repository.unregister(self.id)
+                await self._outage.aclose()
+        self.events.emit(BotDown(self.id, self.outcomes))
         log.info("bot %s stopped: %s", self.id, _summary(self.outcomes))
         if self._outage.refused is not None:
-            raise await self._store.explain(*self._outage.refused) from None
-        failed = self.outcomes["failed"] + self.outcomes["cancelled"]
+            raise await self._explain(*self._outage.refused) from None
+        failed = sum(self.outcomes[s] for s in (Status.FAILED, Status.TIMED_OUT,
+                                                Status.CANCELLED, Status.ABANDONED))
         return 1 if once and failed else 0
 
     # -- the loop ---------------------------------------------------------------------------
 
-    async def _loop(self, plan: Plan | None, horizon: datetime) -> None:
-        """Fire due slots and beat until stopped (`plan` None: until the dispatcher is idle)."""
-        beat_at = 0.0
+    async def _loop(self, plan: Plan | None, horizon: datetime,
+                    serving: asyncio.Task[None], beat_at: float) -> None:
+        """Queue due slots and beat until stopped (`plan` None: until the worker is done)."""
         while True:
             self._wakeup.clear()  # before looking: what happens from here on wakes the sleep
             if self._stopping is not None:
                 if self._stopping.done():
                     return
-            elif plan is None and self._dispatcher.idle:
+            elif serving.done():
                 return
-            now = utcnow()
+            now = self._clock()
             if plan is not None and self._stopping is None:
                 if self._reload:
                     plan = self._reloaded(horizon)
                 fires, missed = plan.pop_due(now)
                 horizon = now
                 self._report(missed)
-                self._dispatcher.add(fires)
-            if time.monotonic() >= beat_at:
+                self._scheduler.add(fires)
+            if self._scheduler.waiting and not self._outage.away:
+                await self._write_slots()
+            if time.monotonic() >= beat_at and not self._outage.away:
                 beat_at = time.monotonic() + await self._beat(now)
             await self._sleep(plan, beat_at)
 
     async def _sleep(self, plan: Plan | None, beat_at: float) -> None:
-        """Until the next slot, the next beat or a signal; a late wake-up is reported."""
+        """Until the next slot, the next beat, the database's return or a signal; a late
+        wake-up is reported."""
         timeout = beat_at - time.monotonic()
-        next_slot = plan.next_at() if plan is not None and self._stopping is None else None
-        if next_slot is not None:
-            timeout = min(timeout, (next_slot - utcnow()).total_seconds())
-        planned = utcnow() + timedelta(seconds=max(timeout, 0.0))
+        next_at = plan.next_at() if plan is not None and self._stopping is None else None
+        if next_at is not None:
+            timeout = min(timeout, (next_at - self._clock()).total_seconds())
+        planned = self._clock() + timedelta(seconds=max(timeout, 0.0))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(timeout, 0.0)):
                 await self._wakeup.wait()
-        late = utcnow() - planned
+        late = self._clock() - planned
         if late > LATE:
             log.warning("woke up %.1f s late (the machine slept, or the event loop was "
                         "blocked): catching up", late.total_seconds())
 
+    async def _write_slots(self) -> None:
+        new = await self._scheduler.write()
+        if not new:
+            return
+        missed = Counter(row.job for row in new if row.status == Status.SKIPPED)
+        for job, count in sorted(missed.items()):
+            log.warning("missed %s of %s while the database was away: only the latest "
+                        "runs", counted(count, "slot"), job)
+        self.events.emit(SlotsQueued(len(new) - missed.total()))
+        self._worker.wake()
+
+    def _database_changed(self, away: bool) -> None:
+        self.events.emit(DatabaseAway(away))
+        self._wakeup.set()
+
     async def _beat(self, now: datetime) -> float:
         """Heartbeat, abandoned runs of dead bots, retention; the seconds to the next beat."""
         try:
-            if not await self._store.beat(self.host, self.pid, now):
+            if not await self._repository.beat(self.id, self.host, self.pid, now):
                 log.warning("this bot had not beaten for the lease (%g s) and was taken for "
                             "dead: its running runs may have been marked abandoned", self.lease)
-            abandoned = await self._store.abandon_dead(now)
+            abandoned = await self._repository.abandon_dead(
+                self.id, timedelta(seconds=self.lease), now, self._retry_abandoned,
+                requeue=self._unexpanded_fan_out)
             if time.monotonic() >= self._retention_due:
                 cutoff = now - timedelta(days=self.app.settings.keep_runs_days)
-                deleted = await self._store.delete_older_than(cutoff)
+                deleted = await self._repository.prune(cutoff)
                 self._retention_due = time.monotonic() + RETENTION_EVERY
                 if deleted:
                     log.info("deleted %s older than %s (keep_runs_days)",
                              counted(deleted, "run"),
                              counted(self.app.settings.keep_runs_days, "day"))
         except DATABASE_ERRORS as exc:
-            delay = self._outage.failed(exc, "beating")
-            return self.lease / 3 if delay is None else delay
+            self._outage.failed(exc, "beating")
+            return 0.0  # beat again as soon as the database is back
         self._outage.answered()
         by_bot = Counter(run.bot for run in abandoned)
         for bot, count in by_bot.items():
             jobs = ", ".join(sorted({run.job for run in abandoned if run.bot == bot}))
             log.warning("marked %s of bot %s abandoned (no heartbeat for %g s): %s",
                         counted(count, "running run"), bot, self.lease, jobs)
+        if abandoned:
+            self._worker.wake()
         return self.lease / 3
+
+    def _unexpanded_fan_out(self, run: RunRow) -> bool:
+        """A fan-out still held by a bot is one whose tenants were never queued (once they
+        are, no bot holds it)."""
+        try:
+            return run.is_fan_out and self.app.jobs.get(run.job).multi_tenant
+        except PinreplError:
+            return False
+
+    def _retry_abandoned(self, run: RunRow, status: str, now: datetime) -> datetime | None:
+        try:
+            spec = self.app.jobs.get(run.job)
+        except PinreplError:
+            return None
+        return next_try(spec, run, status, None, now)[0]
+
+    async def _probe(self) -> None:
+        async with self.app.engine.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def _listen(self) -> None:
+        """LISTEN for deferred runs on a connection of this bot's own (asyncpg only), and
+        wake the worker on each notification; listen again after an outage."""
+        while True:
+            try:
+                async with self.app.engine.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver: Any = raw.driver_connection
+                    if not hasattr(driver, "add_listener"):
+                        log.info("the database driver cannot LISTEN: polling every %g s",
+                                 POLL_SQLITE)
+                        return
+                    lost = asyncio.Event()
+                    await driver.add_listener(CHANNEL, lambda *_: self._worker.wake())
+                    driver.add_termination_listener(lambda *_, lost=lost: lost.set())
+                    self._set_poll(POLL_LISTENING)
+                    log.info("listening for deferred runs (LISTEN %s; polling every %g s "
+                             "as well)", CHANNEL, POLL_LISTENING)
+                    self._worker.wake()  # what was deferred while not listening
+                    await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.warning("cannot LISTEN for deferred runs (%s): polling every %g s",
+                                first_line(exc), POLL_SQLITE)
+                    self._set_poll(POLL_SQLITE)
+                    return
+            self._set_poll(POLL_SQLITE)
+            await asyncio.sleep(POLL_SQLITE)
+            await self._outage.back()
+
+    def _set_poll(self, seconds: float) -> None:
+        self._worker.poll = seconds
+
+    async def _explain(self, error: BaseException, doing: str) -> PinreplError:
+        """The one line for a statement the database refused while `doing` something."""
+        if isinstance(error, PinreplError):
+            return error
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(error, DBAPIError):
+            explained = await self.app.engine.explain(
+                error, ("background_job_runs", "background_job_bots"))
+            if explained is not None:
+                return explained
+        return DatabaseRefused(
+            f"the database refused the bot's statement while {doing}: {first_line(error)} "
+            "(pinrepl init-database upgrades pinrepl's tables)"
+        )
 
     def _reloaded(self, after: datetime) -> Plan:
         self._reload = False
@@ -216,7 +361,7 @@ class Bot:
     def _stop(self, name: str) -> None:
         if self._stopping is None:
             log.info("%s: claiming no more runs; %d running get up to %g s to finish (a "
-                     "second signal cancels them now)", name, self._dispatcher.running, self.grace)
+                     "second signal cancels them now)", name, self._worker.running, self.grace)
             self._begin_stop()
         else:
             log.warning("%s again: cancelling the running runs now", name)
@@ -226,7 +371,7 @@ class Bot:
         """The database refused a statement: stop as a signal would."""
         if self._stopping is None:
             log.info("claiming no more runs; %d running get up to %g s to finish",
-                     self._dispatcher.running, self.grace)
+                     self._worker.running, self.grace)
             self._begin_stop()
 
     def _begin_stop(self) -> None:
@@ -234,8 +379,8 @@ class Bot:
         self._stopping.add_done_callback(lambda _task: self._wakeup.set())
 
     async def _stop_runs(self) -> None:
-        await self._dispatcher.stop_claiming()
-        await self._dispatcher.finish_runs(self.grace, self._hurry)
+        await self._worker.stop_claiming()
+        await self._worker.finish_runs(self.grace, self._hurry)
 
     def _hang_up(self) -> None:
         log.info("SIGHUP: re-reading the job files")
@@ -243,6 +388,18 @@ class Bot:
         self._wakeup.set()
 
     # -- what it says -----------------------------------------------------------------------
+
+    def _log_event(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            log.info("run started: %s", event.what)
+        elif isinstance(event, RunEnded):
+            level = logging.INFO if event.status == Status.SUCCEEDED else (
+                logging.ERROR if event.status == Status.FAILED else logging.WARNING)
+            retry = f"; try {event.run.attempt + 1} due {self._shown(event.retry_at)}" \
+                if event.retry_at is not None else ""
+            log.log(level, "run %s: %s in %.3f s%s%s", event.status, event.what, event.seconds,
+                    f": {event.error}" if event.error else "", retry,
+                    exc_info=event.failure, extra={JOB_FAILURE: True})
 
     def _banner(self, plan: Plan | None, due: int) -> None:
         app = self.app

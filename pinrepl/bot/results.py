@@ -1,12 +1,14 @@
 """Writing how runs ended: in batches, and through database outages.
 
 A finished run's result waits here; one writer takes everything that is waiting and writes
-it in one statement, so results that arrive while a write is under way go together in the
-next one (group commit). Writes are also at least `LINGER` seconds apart: a result that
-comes alone is written at once (other bots see it finished), while the results of many
-short runs (a fan-out of quick tenants) go in few statements. A write that failed because
-the database was away keeps its results and is tried again after the outage's backoff; one
-that the database refused drops them (the bot stops; another bot marks them abandoned).
+it in one transaction (`Repository.finish`: the statuses, the retries, the fan-outs that
+end with them), so results that arrive while a write is under way go together in the next
+one (group commit). Writes are also at least `LINGER` seconds apart: a result that comes
+alone is written at once (other bots see it finished), while the results of many short
+runs (a fan-out of quick tenants) go in few statements. A write that failed because the
+database was away keeps its results and is tried again the moment the database answers;
+one that the database refused drops them (the bot stops; another bot marks them
+abandoned).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
+from ..db.engine import DATABASE_ERRORS
+from ..runs.repository import Repository, Result
 from . import counted
-from .outage import DATABASE_ERRORS, Outage
-from .store import Result, Store
+from .outage import Outage
 
 LINGER = 0.02
 
@@ -28,17 +34,37 @@ log = logging.getLogger("pinrepl.bot")
 class Results:
     """The results not yet written; `serve()` writes them as they come."""
 
-    def __init__(self, store: Store, outage: Outage) -> None:
-        self._store = store
+    def __init__(self, repository: Repository, outage: Outage, clock: Callable[[], datetime],
+                 bot: str | None = None) -> None:
+        self._repository = repository
         self._outage = outage
+        self._clock = clock
+        self._bot = bot
         self._waiting: list[Result] = []
         self._arrived = asyncio.Event()
         self._last_write = 0.0
         self._stopping = False
+        self._writing: list[Result] = []
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def pending(self) -> set[int]:
+        """The runs whose results are not written yet (waiting, or being written)."""
+        return {result.id for result in (*self._waiting, *self._writing)}
 
     def add(self, result: Result) -> None:
-        self._waiting.append(result)
+        """A result of bot `bot`'s (only its results are on time: see `Repository.finish`)."""
+        self._waiting.append(replace(result, bot=self._bot))
+        self._settled.clear()
         self._arrived.set()
+
+    async def settled(self) -> None:
+        """Until every result added so far has been written (or dropped)."""
+        await self._settled.wait()
 
     async def serve(self) -> None:
         """Write results as they arrive, until `stop()`."""
@@ -69,23 +95,41 @@ class Results:
             _lost(len(self._waiting))
 
     async def _write(self) -> None:
-        """Write what is waiting, in one statement; after a failure, wait the backoff."""
+        """Write what is waiting, in one transaction; after an outage, wait until the
+        database is back."""
         batch, self._waiting = self._waiting, []
+        if not batch:
+            return
+        self._writing = batch
         try:
-            await self._store.finish(batch)
+            await self._finish(batch)
+        finally:
+            self._writing = []
+            if not self._waiting:
+                self._settled.set()
+
+    async def _finish(self, batch: list[Result]) -> None:
+        try:
+            finished = await self._repository.finish(batch, self._clock())
         except DATABASE_ERRORS as exc:
-            delay = self._outage.failed(exc, "recording results")
-            if delay is None:  # refused: trying again would change nothing
-                _lost(len(batch))
+            if not self._outage.failed(exc, "recording results"):
+                _lost(len(batch))  # refused: trying again would change nothing
+                self._waiting.clear()
                 return
             self._waiting[:0] = batch
             self._arrived.set()  # try again
-            await asyncio.sleep(delay)
+            await self._outage.back()
             return
         except BaseException:  # cancelled mid-write: writing them again is harmless
             self._waiting[:0] = batch
             raise
         self._outage.answered()
+        for run_id in finished.late:
+            log.warning("run %d ended after a peer had marked it abandoned (this bot had "
+                        "not beaten for the lease): its late result is noted in its error, "
+                        "the status stays abandoned", run_id)
+        for parent, status in finished.fan_outs:
+            log.info("fan-out run %d %s", parent, status)
 
 
 def _lost(count: int) -> None:
