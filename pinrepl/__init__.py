@@ -34,6 +34,7 @@ from .errors import (
     PinreplError,
     RunFailed,
     SandboxBusy,
+    TablesOutdated,
     TenantViolation,
     TranscriptError,
     UnknownBackgroundJob,
@@ -43,12 +44,14 @@ from .errors import (
 )
 from .jobs import BackgroundJob, JobRegistry, JobSpec
 from .retry import Retry
+from .runs import Run, Status
 from .schedules import Schedule
 from .settings import Settings
 from .workspace import Progress, Workspace
 
 if TYPE_CHECKING:
     from .db import Database, Model, Query, Table, Tenant
+    from .runs.deferred import DeferredRun
 
 _DATABASE_NAMES = ("Database", "Model", "Query", "Table", "Tenant")
 
@@ -64,6 +67,7 @@ __all__ = [
     "DatabaseReadOnly",
     "DatabaseRefused",
     "DatabaseUnavailable",
+    "DeferredRun",
     "InvalidSchedule",
     "InvalidTimezone",
     "JobDefinitionError",
@@ -81,11 +85,14 @@ __all__ = [
     "Progress",
     "Query",
     "Retry",
+    "Run",
     "RunFailed",
     "SandboxBusy",
     "Schedule",
     "Settings",
+    "Status",
     "Table",
+    "TablesOutdated",
     "Tenant",
     "TenantViolation",
     "TranscriptError",
@@ -98,6 +105,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DeferredRun":  # SQLAlchemy loads here, with the runs repository
+        from .runs.deferred import DeferredRun
+
+        return DeferredRun
     if name not in _DATABASE_NAMES:
         raise AttributeError(f"module 'pinrepl' has no attribute {name!r}")
     from . import db  # SQLAlchemy loads here, on first use of a database name

@@ -15,14 +15,21 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .defer import Deferrer
 from .errors import ConfigError
 from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
+from .runs.record import Origin
 from .settings import Settings
 from .workspace import Progress, Workspace
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from .db import Database, Engine, Model, Tenant
+    from .runs.deferred import DeferredRun
+    from .runs.recorder import Recorder
+    from .runs.repository import Repository
 
 
 class App:
@@ -34,6 +41,8 @@ class App:
         self._models: tuple[ModuleType | None, list[type[Model]]] | None = None
         self._engine: Engine | None = None
         self._runner: Runner | None = None
+        self._repository: Repository | None = None
+        self._recording: Recorder | None = None
         self._imports = AppImports(settings.root, settings.jobs_dir)
 
     @classmethod
@@ -141,7 +150,8 @@ class App:
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            self._runner = Runner(self.jobs, self.database)
+            self._runner = Runner(self.jobs, self.database, recorder=self._recorder,
+                                  defer_job=self.defer_job)
         return self._runner
 
     def workspace(self, tenant: Tenant | None = None) -> Workspace:
@@ -167,11 +177,53 @@ class App:
         *,
         tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
+        timeout: float | None = None,
+        record: bool | str = False,
     ) -> None:
-        """`run_background_job` with explicit options (see `Workspace.run_job`)."""
+        """`run_background_job` with explicit options (see `Workspace.run_job`); `record`
+        records the run in `background_job_runs` (True: origin `app`; or the origin)."""
+        origin = (Origin.APP if record is True else record) or None
         await self.runner.run_job(
-            name, tuple(args), dict(kwargs or {}), tenants=tenants, progress=progress
+            name, tuple(args), dict(kwargs or {}), tenants=tenants, progress=progress,
+            timeout=timeout, record=origin,
         )
+
+    def _recorder(self) -> Recorder:
+        from .runs.recorder import Recorder  # SQLAlchemy loads on first database use
+
+        if self._recording is None:
+            self._recording = Recorder(lambda: self.repository)
+        return self._recording
+
+    # -- deferred runs --------------------------------------------------------------------
+
+    @property
+    def repository(self) -> Repository:
+        """Every statement on pinrepl's own tables (`runs.repository`)."""
+        if self._repository is None:
+            from .runs.repository import Repository  # SQLAlchemy loads on first database use
+
+            self._repository = Repository(self.engine)
+        return self._repository
+
+    async def defer(self, name: str, /, *args: Any, **kwargs: Any) -> DeferredRun:
+        """Queue a run of job `name` with `args` and `kwargs` for the bots (SPEC 8)."""
+        return await self.defer_job(name, args, kwargs)
+
+    async def defer_job(
+        self, name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        *, at: datetime | None = None, delay: float | timedelta | None = None,
+        tenants: Iterable[Any] | None = None, key: str | None = None, priority: int = 0,
+        timeout: float | None = None,
+        caller: Workspace | None = None,
+    ) -> DeferredRun:
+        """`defer` with explicit options: due `at` or after `delay` (seconds or a
+        timedelta), over chosen `tenants`, one queued or running run per `key`, lower
+        `priority` first, bounded by `timeout` seconds; from `caller`'s workspace (its
+        tenant) if given."""
+        return await Deferrer(self.runner, lambda: self.repository).defer_job(
+            name, args, kwargs, at=at, delay=delay, tenants=tenants, key=key,
+            priority=priority, timeout=timeout, caller=caller)
 
     async def aclose(self) -> None:
         try:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
@@ -214,40 +215,76 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
     return kwargs
 
 
+#: The longest --grace, --lease or --timeout: a week (a longer one is a typo; `inf` overflows).
+MAX_SECONDS = 7 * 24 * 3600
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds within the range: click's FloatRange lets `nan` through."""
+
+    name = "number of seconds"  # click says "'abc' is not a valid {name}."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+        return seconds
+
+
+class _Count(click.IntRange):
+    """A whole number within the range (click's own reads "not a valid integer range")."""
+
+    name = "whole number"
+
+
+def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--name, --kwarg and --tenant: what to run, as `run-background-job` and `defer` take
+    it."""
+    for option in reversed((
+        click.option("--name", required=True, help="The job's name, e.g. send-newsletter."),
+        click.option("--kwarg", "kwarg_pairs", multiple=True, metavar="KEY=VALUE",
+                     help="A keyword argument for run(), as a string (repeatable)."),
+        click.option("--tenant", "tenants", multiple=True, metavar="ID_OR_NAME",
+                     help="Run for this tenant only (repeatable), multi-tenant job or not."),
+    )):
+        command = option(command)
+    return command
+
+
 @cli.command("run-background-job")
-@click.option("--name", required=True, help="The job's name, e.g. send-newsletter.")
-@click.option(
-    "--kwarg", "kwarg_pairs", multiple=True, metavar="KEY=VALUE",
-    help="A keyword argument for run(), as a string (repeatable).",
-)
-@click.option(
-    "--tenant", "tenants", multiple=True, metavar="ID_OR_NAME",
-    help="Run for this tenant only (repeatable), multi-tenant job or not.",
-)
+@_job_options
+@click.option("--timeout", "run_timeout", type=_Seconds(min=0, min_open=True, max=MAX_SECONDS),
+              metavar="SECONDS", help="Stop the run (each tenant's) after this long.")
 @click.argument("args", nargs=-1)
 @app_option
 @command
 async def run_background_job(
-    name: str, kwarg_pairs: tuple[str, ...], tenants: tuple[str, ...], args: tuple[str, ...],
-    app_dir: Path | None,
+    name: str, kwarg_pairs: tuple[str, ...], tenants: tuple[str, ...],
+    run_timeout: float | None, args: tuple[str, ...], app_dir: Path | None,
 ) -> int:
     """Run job NAME now, with ARGS (and --kwarg values) forwarded as strings, and wait for
-    it to finish."""
+    it to finish. The run is recorded in background_job_runs (origin cli)."""
     kwargs = _parse_kwargs(kwarg_pairs)
     with logging_to_stderr():
-        return await _run_background_job(name, args, kwargs, tenants, app_dir)
+        return await _run_background_job(name, args, kwargs, tenants, run_timeout, app_dir)
 
 
 async def _run_background_job(
     name: str, args: tuple[str, ...], kwargs: dict[str, str], tenants: tuple[str, ...],
-    app_dir: Path | None,
+    timeout: float | None, app_dir: Path | None,
 ) -> int:
     async with App(Settings.load(app_dir)) as app:
         # Resolving the job, its arguments and its tenants: a mistake is one line, exit 2.
         prepared = await app.runner.prepare(name, args, kwargs, tenants=tenants or None)
         report = _FanOutReport()
         try:
-            await app.runner.execute(prepared, report)
+            with _cancelled_by_sigterm():
+                await app.runner.execute(prepared, report, timeout=timeout, record="cli")
+        except asyncio.CancelledError:  # SIGTERM: the run is recorded cancelled
+            report.close()
+            click.echo("pinrepl: stopped by SIGTERM; the run was cancelled", err=True)
+            return 128 + signal.SIGTERM
         except Exception as exc:
             report.close()
             return _run_failed(exc, report)
@@ -259,6 +296,26 @@ async def _run_background_job(
             else:
                 click.echo(report.summary(), err=True)
     return 0
+
+
+@contextlib.contextmanager
+def _cancelled_by_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM (a container stopped, `timeout`) cancels it as Ctrl-C
+    would, so that its run ends recorded `cancelled`, its workspace torn down, instead of
+    the process vanishing with its row `running`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        if task is None:
+            raise RuntimeError("no task to cancel")
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (RuntimeError, ValueError):  # not in the main thread (an embedding program's)
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _run_failed(exc: Exception, report: _FanOutReport) -> int:
@@ -503,29 +560,6 @@ async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database
 
 # -- the bot ---------------------------------------------------------------------------------
 
-#: The longest --grace or --lease: a week (a longer one is a typo, and `inf` would overflow).
-MAX_SECONDS = 7 * 24 * 3600
-
-
-class _Seconds(click.FloatRange):
-    """A number of seconds within the range: click's FloatRange lets `nan` through."""
-
-    name = "number of seconds"  # click says "'abc' is not a valid {name}."
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
-        seconds = super().convert(value, param, ctx)
-        if math.isnan(seconds):
-            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
-        return seconds
-
-
-class _Count(click.IntRange):
-    """A whole number within the range (click's own reads "not a valid integer range")."""
-
-    name = "whole number"
-
-
 @cli.command("bot")
 @click.option("--concurrency", type=_Count(min=1), default=10, show_default=True,
               metavar="N", help="At most this many runs of this bot at once.")
@@ -576,6 +610,9 @@ async def list_background_job_runs(name: str | None, status: str | None, limit: 
     from .runs.history import job_names, list_runs, run_as_json, tenant_names  # only this command
 
     async with App(Settings.load(app_dir)) as app:
+        from .runs.migrate import check_version
+
+        await check_version(app.engine)  # no tables, or of another version: one line
         database = app.database()
         try:
             runs = await list_runs(database, name, status, limit)
@@ -669,15 +706,7 @@ class _Priority(click.types.IntParamType):
 
 
 @cli.command("defer")
-@click.option("--name", required=True, help="The job's name, e.g. send-newsletter.")
-@click.option(
-    "--kwarg", "kwarg_pairs", multiple=True, metavar="KEY=VALUE",
-    help="A keyword argument for run(), as a string (repeatable).",
-)
-@click.option(
-    "--tenant", "tenants", multiple=True, metavar="ID_OR_NAME",
-    help="Run for this tenant only (repeatable), multi-tenant job or not.",
-)
+@_job_options
 @click.option("--at", "at", type=_Moment(), metavar="ISO8601",
               help="Due at this time (without an offset: in the app's timezone).")
 @click.option("--in", "delay", type=_Duration(), metavar="DURATION",

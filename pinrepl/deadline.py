@@ -56,7 +56,7 @@ class Interrupted(BaseException):
 
 
 async def guard(job: Coroutine[Any, Any, Any], run: ActiveRun,
-                timeout: float | None) -> None:  # noqa: ASYNC109 (enforces it)
+                timeout: float | None) -> None:
     """Await `job`, the code of `run`, stopping it `timeout` seconds from now (None: no
     limit) with `JobTimeout` ("timed out after 1 s"), chained from what stopped it.
     Cancellation from outside and KeyboardInterrupt pass through as they are."""

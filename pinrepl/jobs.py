@@ -39,6 +39,7 @@ from .schedules import Schedule, shown_time
 
 if TYPE_CHECKING:
     from .db import Database, Query, Tenant
+    from .runs.deferred import DeferredRun
     from .runs.record import Run
     from .workspace import Workspace
 
@@ -101,6 +102,16 @@ class BackgroundJob:
         return self._services().run_background_job
 
     runBackgroundJob = run_background_job  # the Pinstripe spelling
+
+    @property
+    def defer(self) -> Callable[..., Awaitable[DeferredRun]]:
+        """`await self.defer(name, *args, **kwargs)`: queue a run for the bots, in this
+        run's transaction (it exists only if the transaction commits)."""
+        return self._services().defer
+
+    @property
+    def defer_job(self) -> Callable[..., Awaitable[DeferredRun]]:
+        return self._services().defer_job
 
     @property
     def initial_params(self) -> dict[str, Any]:

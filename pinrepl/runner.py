@@ -25,8 +25,10 @@ named `id:2`) is refused as ambiguous too; `name:id:2` chooses that one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +48,12 @@ from .errors import (
 )
 from .jobs import JobRegistry, JobSpec
 from .runs.status import Status
-from .workspace import Progress, Workspace
+from .workspace import DeferJob, Progress, Workspace
 
 if TYPE_CHECKING:
     from .db import Database, Query, Tenant
     from .runs.record import Run
+    from .runs.recorder import Recorder
 
 #: Tenant ids are ASCII digits that fit `tenants.id`, an INTEGER column (32 bits on
 #: PostgreSQL); anything else is a name.
@@ -75,26 +78,31 @@ class Runner:
     """Runs the jobs of `jobs` (replaced by `reload()`), in workspaces whose database
     `open_database(tenant_id)` opens."""
 
-    def __init__(self, jobs: JobRegistry, open_database: Callable[[int | None], Database]
-                 ) -> None:
+    def __init__(self, jobs: JobRegistry, open_database: Callable[[int | None], Database],
+                 *, recorder: Callable[[], Recorder] | None = None,
+                 defer_job: DeferJob | None = None) -> None:
         self.jobs = jobs
+        self._recorder = recorder
+        self._defer_job = defer_job
         self._open_database = open_database
 
     def workspace(self, tenant: Tenant | None = None, run: Run | None = None) -> Workspace:
         """A fresh workspace, in `tenant` or in none, of the recorded `run` if any."""
-        return Workspace(tenant, self._open_database, self.run_job, run)
+        return Workspace(tenant, self._open_database, self.run_job, run, self._defer_job)
 
     async def run_job(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
         caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
+        record: str | None = None,
     ) -> None:
         """Run job `name` now (SPEC 3); `caller` is the workspace it is called from;
-        `timeout` (seconds) bounds each run instead of the job's own `timeout`."""
+        `timeout` (seconds) bounds each run instead of the job's own `timeout`; `record`
+        (an origin) records the run, and each tenant's, in the runs table."""
         check_timeout(timeout)
         prepared = await self.prepare(name, args, kwargs, caller=caller, tenants=tenants)
-        await self.execute(prepared, progress, timeout=timeout)
+        await self.execute(prepared, progress, timeout=timeout, record=record)
 
     # -- phase 1: what was asked ----------------------------------------------------------
 
@@ -140,23 +148,30 @@ class Runner:
 
     async def execute(
         self, prepared: Prepared, progress: Progress | None = None, *,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
+        record: str | None = None,
     ) -> None:
         """Run what `prepare` resolved: whatever this raises is the job's failure (or the
         environment's: a setting, the database). `timeout`: as for `run_once`, for each
-        run (each tenant's, in a fan-out)."""
+        run (each tenant's, in a fan-out); `record`: as for `run_job`."""
         check_timeout(timeout)
         p = prepared
-        tenants = await self.select_tenants(p.spec) if p.select else p.tenants
-        if tenants is None:
-            await self.run_once(p.spec, p.args, p.kwargs, p.tenant, timeout=timeout)
-        else:
-            await self.fan_out(p.spec, p.args, p.kwargs, tenants, progress, timeout=timeout)
+        recorder = self._recorder() if record is not None and self._recorder else None
+        limit = p.spec.timeout if timeout is None else timeout
+        tenant_id = p.tenant.id if p.tenant is not None else None
+        async with _recording(recorder, record, p, tenant_id, None, limit) as run:
+            tenants = await self.select_tenants(p.spec) if p.select else p.tenants
+            if tenants is None:
+                await self.run_once(p.spec, p.args, p.kwargs, p.tenant, timeout=timeout,
+                                    run=run)
+            else:
+                await self.fan_out(p.spec, p.args, p.kwargs, tenants, progress,
+                                   timeout=timeout, record=(recorder, record, run))
 
     async def run_once(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
         tenant: Tenant | None, *,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
         run: Run | None = None,
     ) -> None:
         """One run of `spec` in a fresh workspace (for `tenant`, or none), whose
@@ -185,11 +200,16 @@ class Runner:
     async def fan_out(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
         tenants: list[Tenant], progress: Progress | None = None, *,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
+        record: tuple[Recorder | None, str | None, Run | None] = (None, None, None),
     ) -> None:
         """Run `spec` once per tenant; every tenant runs, failures are raised together.
         Only KeyboardInterrupt and cancellation stop a fan-out. Each tenant's run has its
-        own clock for `timeout` (as for `run_once`)."""
+        own clock for `timeout` (as for `run_once`); with a `record` (recorder, origin and
+        the fan-out's run), each tenant's run is recorded too."""
+        recorder, origin, parent = record
+        prepared = Prepared(spec, args, kwargs)
+        seconds = spec.timeout if timeout is None else timeout
         failures: list[Exception] = []
         if progress is not None:
             progress.start(tenants)
@@ -199,7 +219,9 @@ class Runner:
                 progress.running(tenant)
             error: Exception | None = None
             try:
-                await self.run_once(spec, args, kwargs, tenant, timeout=timeout)
+                async with _recording(recorder if parent else None, origin, prepared,
+                                      tenant.id, parent, seconds) as run:
+                    await self.run_once(spec, args, kwargs, tenant, timeout=timeout, run=run)
             except Exception as exc:
                 error = exc
                 failures.append(exc)
@@ -262,6 +284,28 @@ def status_of(error: BaseException | None) -> Status:
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
         return Status.CANCELLED
     return Status.FAILED
+
+
+@asynccontextmanager
+async def _recording(recorder: Recorder | None, origin: str | None, prepared: Prepared,
+                     tenant_id: int | None, parent: Run | None, timeout: float | None
+                     ) -> AsyncIterator[Run | None]:
+    """The record of the run the block makes (None: not recorded), ended with how the block
+    ended. Recording never hides the run's own error."""
+    if recorder is None or origin is None:
+        yield None
+        return
+    run = await recorder.started(
+        prepared.spec.name, prepared.args, prepared.kwargs, origin=origin,
+        tenant_id=tenant_id, parent_id=parent.id if parent is not None else None,
+        timeout=timeout)
+    try:
+        yield run
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await recorder.ended(run, exc, status_of(exc))
+        raise
+    await recorder.ended(run, None, Status.SUCCEEDED)
 
 
 def check_arguments(spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

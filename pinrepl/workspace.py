@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from .db import Database, Tenant
+    from .runs.deferred import DeferredRun
     from .runs.record import Run
 
 
@@ -37,21 +40,35 @@ class RunJob(Protocol):
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
         caller: Workspace | None = None, tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
+        record: str | None = None,
     ) -> None: ...
+
+
+class DeferJob(Protocol):
+    """How a workspace queues runs for the bots (the app's deferrer), in its own session."""
+
+    async def __call__(
+        self, name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        *, at: datetime | None = None, delay: float | timedelta | None = None,
+        tenants: Iterable[Any] | None = None, key: str | None = None, priority: int = 0,
+        timeout: float | None = None,
+        caller: Workspace | None = None,
+    ) -> DeferredRun: ...
 
 
 class Workspace:
     """Services of one context: `database`, `run_background_job`, `initial_params`,
-    `tenant` (a tenant row or None), `current_run` (the run's record, None for a run that
-    is not recorded or a workspace that is no run's) and `workspace` (itself)."""
+    `defer` (queue a run for the bots, in this workspace's transaction), `tenant` (a tenant
+    row or None), `current_run` (the run's record, None for a run that is not recorded or
+    a workspace that is no run's) and `workspace` (itself)."""
 
-    __slots__ = ("_database", "_open_database", "_run_job", "current_run", "initial_params",
-                 "tenant")
+    __slots__ = ("_database", "_defer_job", "_open_database", "_run_job", "current_run",
+                 "initial_params", "tenant")
 
     def __init__(
         self, tenant: Tenant | None, open_database: Callable[[int | None], Database],
-        run_job: RunJob, current_run: Run | None = None,
+        run_job: RunJob, current_run: Run | None = None, defer_job: DeferJob | None = None,
     ) -> None:
         self.tenant = tenant
         self.current_run = current_run
@@ -60,6 +77,7 @@ class Workspace:
         }
         self._open_database = open_database
         self._run_job = run_job
+        self._defer_job = defer_job
         self._database: Database | None = None
 
     @property
@@ -91,18 +109,35 @@ class Workspace:
         *,
         tenants: Iterable[Any] | None = None,
         progress: Progress | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
+        record: str | None = None,
     ) -> None:
         """`run_background_job` with explicit options: `tenants` (ids, names or rows) runs
         the job for exactly those tenants, multi-tenant or not (inside a tenant's workspace
         only that tenant may be chosen); `progress` is told when a fan-out starts and as
         each tenant starts and finishes; `timeout` (seconds) bounds each run, each tenant's
         on its own clock, instead of the job's `timeout`: past it the run is stopped with
-        `JobTimeout`."""
+        `JobTimeout`; `record` (an origin: `cli`, `repl`, `app`) records the run in
+        `background_job_runs`."""
         await self._run_job(
             name, tuple(args), dict(kwargs or {}), caller=self, tenants=tenants,
-            progress=progress, timeout=timeout,
+            progress=progress, timeout=timeout, record=record,
         )
+
+    async def defer(self, name: str, /, *args: Any, **kwargs: Any) -> DeferredRun:
+        """Queue a run of job `name` for the bots, in this workspace's transaction: inside
+        `async with database.transaction():` it exists only if that commits (SPEC 8)."""
+        return await self.defer_job(name, args, kwargs)
+
+    async def defer_job(
+        self, name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> DeferredRun:
+        """`defer` with explicit options (`at`, `delay`, `tenants`, `key`, `priority`,
+        `timeout`: see `App.defer_job`)."""
+        if self._defer_job is None:
+            raise RuntimeError("this workspace cannot defer runs (it has no app)")
+        return await self._defer_job(name, args, kwargs, caller=self, **options)
 
     async def aclose(self) -> None:
         database, self._database = self._database, None

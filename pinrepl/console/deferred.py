@@ -33,7 +33,7 @@ class ConsoleRun:
     def __repr__(self) -> str:
         return repr(self._run)
 
-    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (SPEC 8)
+    async def wait(self, timeout: float | None = None) -> None:
         """Until the run has ended: None if it succeeded, else `RunFailed` (a fan-out:
         `BackgroundJobFailed`); `TimeoutError` after `timeout` seconds. Ctrl-C stops the
         waiting, not the run."""

@@ -199,8 +199,9 @@ class Console:
     # -- the namespace's functions ----------------------------------------------------------
 
     async def run_background_job(self, name: str, /, *args: Any, **kwargs: Any) -> None:
-        """Run job `name` now, in a fresh workspace of its own (see SPEC 3)."""
-        await self.workspace.run_background_job(name, *args, **kwargs)
+        """Run job `name` now, in a fresh workspace of its own (see SPEC 3), recorded in
+        the runs table (origin `repl`)."""
+        await self.workspace.run_job(name, args, kwargs, record="repl")
 
     async def defer(self, name: str, /, *args: Any, **kwargs: Any) -> ConsoleRun:
         """Queue a run of job `name` for the bots, from the session's workspace (its
@@ -211,14 +212,12 @@ class Console:
         self, name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
         *, at: datetime | None = None, delay: float | timedelta | None = None,
         tenants: Iterable[Any] | None = None, key: str | None = None, priority: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109 (SPEC 8: the run's own timeout)
+        timeout: float | None = None,
     ) -> ConsoleRun:
         """`defer` with explicit options, as `app.defer_job` takes them."""
-        from ..defer import Deferrer
         from .deferred import ConsoleRun
 
-        app = self.app
-        run = await Deferrer(app.runner, lambda: app.repository).defer_job(
+        run = await self.app.defer_job(
             name, args, kwargs, at=at, delay=delay, tenants=tenants, key=key,
             priority=priority, timeout=timeout, caller=self.workspace)
         return ConsoleRun(run)
