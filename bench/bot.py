@@ -25,16 +25,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
 
-from scratch import scratch_postgres  # bench/ is the script's folder: on sys.path
+from scratch import pinrepl, scratch_postgres, write_app  # bench/: on sys.path
 from sqlalchemy import delete, insert, select
 
 from pinrepl import App
-from pinrepl.db.models import BackgroundJobBot, BackgroundJobRun, Tenant
+from pinrepl.db.models import Tenant
+from pinrepl.runs.tables import BackgroundJobBot, BackgroundJobRun
 
 DUE_NOW = """
 import asyncio
@@ -77,21 +77,6 @@ class Tick{n}(BackgroundJob):
 """
 
 
-def write_app(root: Path, jobs: dict[str, str]) -> Path:
-    (root / "jobs").mkdir(parents=True)
-    for name, source in jobs.items():
-        (root / "jobs" / name).write_text(textwrap.dedent(source))
-    return root
-
-
-def pinrepl(*args: str, url: str, **popen: object) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PINREPL_")}
-    streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
-    return subprocess.Popen([sys.executable, "-m", "pinrepl", *args],
-                            env={**env, "PINREPL_DATABASE_URL": url}, text=True,
-                            **streams)  # type: ignore[call-overload]
-
-
 def timed(*args: str, url: str) -> float:
     start = time.perf_counter()
     process = pinrepl(*args, url=url)
@@ -117,9 +102,10 @@ async def slot_span(url: str, root: Path) -> tuple[float, int, int]:
     """Seconds from the first run's start to the last run's end; runs; bots."""
     async with App.open(root, environ={"PINREPL_DATABASE_URL": url}) as app, \
             app.engine.engine.connect() as conn:
-        rows = (await conn.execute(select(
+        rows = (await conn.execute(select(  # the tenants' runs, not their fan-out's row
             BackgroundJobRun.started_at, BackgroundJobRun.finished_at,
-            BackgroundJobRun.bot, BackgroundJobRun.status))).all()
+            BackgroundJobRun.bot, BackgroundJobRun.status,
+        ).where(BackgroundJobRun.tenant_id.is_not(None)))).all()
     assert {row.status for row in rows} == {"succeeded"}, {row.status for row in rows}
     span = max(r.finished_at for r in rows) - min(r.started_at for r in rows)
     return span.total_seconds(), len(rows), len({row.bot for row in rows})

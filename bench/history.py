@@ -36,7 +36,7 @@ from sqlalchemy import insert, text
 
 from pinrepl import App
 from pinrepl.db.models import Tenant
-from pinrepl.db.runs import last_runs
+from pinrepl.runs.history import last_runs
 
 JOBS, TENANTS, SLOTS, LATEST_TENANTS = 5, 1000, 200, 200
 HOURLY = """

@@ -66,7 +66,7 @@ class BotDouble:
         """The fan-out's tenant runs, claimed."""
         async def expand(app: App) -> None:
             tenants = await app.runner.select_tenants(app.jobs.get(fan_out.job))
-            await app.repository.expand(fan_out, [t.id for t in tenants], utcnow())
+            await app.repository.expand(fan_out, "double", [t.id for t in tenants], utcnow())
         self._with_app(expand)
         return self.claim(parent=fan_out.id)
 
@@ -76,7 +76,7 @@ class BotDouble:
             result = Result(run.id, Status.FAILED if failed else Status.SUCCEEDED, now,
                             error="ValueError: boom" if failed else None,
                             traceback=TRACEBACK if failed else None, started_at=now,
-                            parent_id=run.parent_id)
+                            parent_id=run.parent_id, bot="double")
             await app.repository.finish([result], now)
         self._with_app(finish)
 

@@ -22,8 +22,9 @@ from rich.console import Console
 
 from pinrepl import App, Schedule
 from pinrepl.console.listing import jobs_table, runs_rows, runs_table
-from pinrepl.db.runs import list_runs, tenant_names
 from pinrepl.overview import app_overview
+from pinrepl.runs.history import list_runs, tenant_names
+from pinrepl.runs.record import args_hash
 
 from .conftest import _on_postgres, clean_env, invoke, one_line, reset_database, write_app
 from .console.terminal import ANSI
@@ -267,9 +268,11 @@ def test_a_models_file_that_does_not_import_lists_the_jobs_with_its_load_error(t
     assert made.exit_code == 0, made.output
     slot = datetime(2026, 3, 2, 9, tzinfo=UTC)
     with closing(sqlite3.connect(root / "pinrepl.db")) as db, db:
-        db.execute("insert into background_job_runs (job, args, scheduled_for, status, bot, "
-                   "started_at) values ('hello', '{}', ?, 'failed', 'b', ?)",
-                   (slot.isoformat(" "), slot.isoformat(" ")))
+        # A raw insert gives every NOT NULL column (the defaults are SQLAlchemy's).
+        db.execute("insert into background_job_runs (job, args, args_hash, scheduled_for, "
+                   "status, bot, started_at, origin, attempt, priority, created_at, "
+                   "not_before) values ('hello', '{}', ?, ?, 'failed', 'b', ?, 'schedule', "
+                   "1, 0, ?, ?)", (args_hash("{}"), *[slot.isoformat(" ")] * 4))
     error = f"{root / 'models.py'}:1: ModuleNotFoundError: No module named 'nope_not_here'"
 
     table = invoke("list-background-jobs", "--app", root)

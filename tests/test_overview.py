@@ -14,9 +14,11 @@ from rich.console import Console
 
 from pinrepl import App, DatabaseUnavailable, NoDatabase
 from pinrepl.console.listing import jobs_table, jobs_text, listing
-from pinrepl.db.models import BackgroundJobRun, Tenant
-from pinrepl.db.runs import last_runs, shown_args
+from pinrepl.db.models import Tenant
 from pinrepl.overview import jobs_overview, read_history
+from pinrepl.runs.history import last_runs
+from pinrepl.runs.record import shown_args
+from pinrepl.runs.tables import BackgroundJobRun
 
 from .conftest import reset_database, write_app
 

@@ -134,6 +134,27 @@ def runs(app: Path, url: str, *options: str) -> list[dict[str, Any]]:
     return json.loads(result.stdout)
 
 
+def tenant_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tenants' runs of fan-outs, without the fan-out rows themselves."""
+    return [row for row in rows if row["parent_id"] is not None]
+
+
+def fan_outs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fan-out rows (one per slot of a multi-tenant job) among `rows` of such a job."""
+    return [row for row in rows if row["parent_id"] is None and row["tenant_id"] is None]
+
+
+def left_waiting(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that bots, all stopped, left for the next bot: `queued` runs and the fan-outs
+    they belong to (`running` until their tenants have ended). Nothing else is left live."""
+    rows = list(rows)
+    queued = [row for row in rows if row["status"] == "queued"]
+    parents = {row["parent_id"] for row in queued if row["parent_id"] is not None}
+    running = [row for row in rows if row["status"] == "running"]
+    assert {row["id"] for row in running} <= parents, running
+    return queued + running
+
+
 def executions(app: Path) -> list[dict[str, Any]]:
     """What the jobs wrote down, one dict per execution."""
     path = app / "executions.log"

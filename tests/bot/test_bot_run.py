@@ -12,7 +12,17 @@ from datetime import datetime
 import pytest
 
 from ..conftest import invoke, one_line
-from .conftest import Bot, assert_every_second_once, at, bot_app, executions, runs
+from .conftest import (
+    Bot,
+    assert_every_second_once,
+    at,
+    bot_app,
+    executions,
+    fan_outs,
+    left_waiting,
+    runs,
+    tenant_runs,
+)
 
 JOBS = {
     "tick.py": """
@@ -101,6 +111,9 @@ def ran(tmp_path_factory):
     bot.wait_for("started")
     bot.wait_for("run succeeded: tick slot", count=5)
     bot.wait_for("run started: slow")
+    # While slow runs, but between two slots of per-tenant: a fan-out's tenants still queued
+    # at the signal would wait for the next bot, and its slot would not have ended.
+    bot.wait_for("fan-out run", count=bot.log.count("fan-out run") + 1)
     status = bot.stop()
     return root, url, status, bot.log, runs(root, url)
 
@@ -151,7 +164,8 @@ def test_a_failing_job_and_a_failing_tenant_are_recorded_and_logged_and_the_bot_
     assert "ValueError: bad a\nin background job 'fails'" in log
     assert "Traceback (most recent call last)" in log
 
-    per_tenant = of(rows, "per-tenant")
+    waiting = {row["id"] for row in left_waiting(rows)}  # none, unless stopped mid-fan-out
+    per_tenant = [r for r in tenant_runs(of(rows, "per-tenant")) if r["id"] not in waiting]
     tenants = {row["tenant_id"] for row in per_tenant}
     assert tenants == {1, 2, 3}
     for row in per_tenant:
@@ -160,6 +174,14 @@ def test_a_failing_job_and_a_failing_tenant_are_recorded_and_logged_and_the_bot_
         assert (row["status"], row["error"]) == expected
     assert_every_second_once(r["scheduled_for"] for r in per_tenant if r["tenant_id"] == 3)
     assert "run failed: per-tenant tenant 2 (globex) slot" in log
+    # Each slot's fan-out row ends when its tenants have: failed, saying how many did not
+    # succeed.
+    slots = of(rows, "per-tenant")
+    for fan_out in [r for r in fan_outs(slots) if r["id"] not in waiting]:
+        assert (fan_out["status"], fan_out["error"]) == ("failed", "1 of 3 tenants did not succeed")
+        assert sorted(r["tenant_id"] for r in per_tenant if r["parent_id"] == fan_out["id"]) == [
+            1, 2, 3]
+    assert len(fan_outs(slots)) >= len({r["parent_id"] for r in per_tenant}) >= 4
     after_failure = min(at(r["scheduled_for"]) for r in fails)
     assert sum(at(r["scheduled_for"]) > after_failure for r in of(rows, "tick")) >= 3
     done = Counter(e["tenant"] for e in executions(root) if e["job"] == "per-tenant")
@@ -171,7 +193,8 @@ def test_sigterm_lets_the_running_jobs_finish_and_exits_0(ran):
     root, _url, status, log, rows = ran
     assert status == 0, log
     assert "SIGTERM: claiming no more runs" in log
-    assert not [row for row in rows if row["status"] in ("running", "cancelled")]
+    assert not [row for row in rows if row["status"] == "cancelled"]
+    left_waiting(rows)  # nothing running but what waits for the next bot
     slow = [e for e in executions(root) if e["job"] == "slow"]
     assert len([e for e in slow if e.get("end")]) == len([e for e in slow if not e.get("end")])
     stopped_at = log.index("SIGTERM")
@@ -198,13 +221,20 @@ def test_list_background_jobs_shows_the_last_run(ran):
 def test_list_background_job_runs_filters_newest_first(ran):
     root, url, *_ = ran
     env = {"PINREPL_DATABASE_URL": url}
-    failed = runs(root, url, "--name", "per-tenant", "--status", "failed", "--limit", "2")
-    assert len(failed) == 2
+    # Of each slot, globex's run and the fan-out row (tenant null) failed.
+    failed = runs(root, url, "--name", "per-tenant", "--status", "failed", "--limit", "4")
+    assert len(failed) == 4
     assert {(r["job"], r["status"], r["tenant_id"]) for r in failed} == {
-        ("per-tenant", "failed", 2)}
-    assert at(failed[0]["scheduled_for"]) > at(failed[1]["scheduled_for"])
+        ("per-tenant", "failed", 2), ("per-tenant", "failed", None)}
+    slots = [at(r["scheduled_for"]) for r in failed]
+    assert slots == sorted(slots, reverse=True) and slots[0] > slots[-1]
     assert set(failed[0]) == {"id", "job", "tenant_id", "args", "scheduled_for", "status",
-                              "bot", "started_at", "finished_at", "error"}
+                              "bot", "started_at", "finished_at", "error", "origin",
+                              "attempt", "parent_id", "priority", "key", "created_at",
+                              "timeout", "not_before", "traceback", "retry_of"}
+    assert {(r["origin"], r["attempt"]) for r in failed} == {("schedule", 1)}
+    assert all("RuntimeError: globex is down" in r["traceback"]
+               for r in failed if r["tenant_id"] == 2)
     table = invoke("list-background-job-runs", "--name", "fails", "--limit", "1", "--app",
                    root, env={**env, "COLUMNS": "200"})
     assert table.exit_code == 0

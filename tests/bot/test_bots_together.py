@@ -14,8 +14,11 @@ from .conftest import (
     assert_every_second_once,
     bot_app,
     executions,
+    fan_outs,
+    left_waiting,
     runs,
     stop_all,
+    tenant_runs,
 )
 
 JOBS = {
@@ -50,21 +53,29 @@ def start(root, url, count):
 def check(root, url, bots, statuses):
     assert statuses == [0] * len(bots), [bot.log for bot in bots]
     rows = runs(root, url)
-    assert {row["status"] for row in rows} == {"succeeded"}
+    waiting = {row["id"] for row in left_waiting(rows)}  # the last slot's, at the signals
+    assert {row["status"] for row in rows if row["id"] not in waiting} == {"succeeded"}
     ticks = [row for row in rows if row["job"] == "tick"]
     assert len(assert_every_second_once(row["scheduled_for"] for row in ticks)) >= 4
-    fan_out = [row for row in rows if row["job"] == "fan-out"]
+    fan_out = tenant_runs(row for row in rows if row["job"] == "fan-out")
     by_tenant: dict[int, list[str]] = {}
     for row in fan_out:
         by_tenant.setdefault(row["tenant_id"], []).append(row["scheduled_for"])
     assert len(by_tenant) == len(TENANTS)
     for slots in by_tenant.values():
         assert_every_second_once(slots)
+    # One fan-out row per slot, and each slot's tenants were queued once, for every tenant.
+    slots = [row["scheduled_for"] for row in fan_outs(r for r in rows if r["job"] == "fan-out")
+             if row["status"] != "queued"]  # expanded
+    assert sorted(slots) == sorted(set(slots)) == sorted({row["scheduled_for"] for row in fan_out})
+    assert len(fan_out) == len(TENANTS) * len(slots)
     done = executions(root)
-    assert len([e for e in done if e["job"] == "tick"]) == len(ticks)
+    assert len([e for e in done if e["job"] == "tick"]) == len(
+        [row for row in ticks if row["id"] not in waiting])
+    ran = [row for row in fan_out if row["id"] not in waiting]
     assert Counter(e["tenant"] for e in done if e["job"] == "fan-out") == Counter(
-        {tenant: len(slots) for tenant, slots in by_tenant.items()})
-    assert len({row["bot"] for row in fan_out}) == len(bots)
+        row["tenant_id"] for row in ran)
+    assert len({row["bot"] for row in ran}) == len(bots)
     assert all("locked" not in bot.log for bot in bots)
 
 

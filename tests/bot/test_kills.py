@@ -14,8 +14,11 @@ from .conftest import (
     assert_every_second_once,
     bot_app,
     executions,
+    fan_outs,
+    left_waiting,
     runs,
     stop_all,
+    tenant_runs,
     wait_for_any,
 )
 
@@ -67,16 +70,26 @@ def test_killed_bots_runs_end_abandoned_and_no_slot_runs_twice_or_is_missed(tmp_
                     bot.kill()
         rows = runs(root, url)
 
-    statuses = Counter(row["status"] for row in rows)
+    waiting = {row["id"] for row in left_waiting(rows)}  # the last slot's, at the signals
+    tenants_runs = [row for row in tenant_runs(rows) if row["id"] not in waiting]
+    statuses = Counter(row["status"] for row in tenants_runs)
     assert set(statuses) <= {"succeeded", "abandoned"}, statuses
     assert statuses["abandoned"] >= 1
     victim_ids = {_bot_id(bot) for bot in victims}
     assert {row["bot"] for row in rows if row["status"] == "abandoned"} <= victim_ids
+    # A slot's fan-out row ends failed when a tenant's run was abandoned, and says how many.
+    for fan_out in fan_outs(rows):
+        if fan_out["id"] in waiting:
+            continue
+        lost = sum(row["status"] == "abandoned" for row in tenants_runs
+                   if row["parent_id"] == fan_out["id"])
+        assert (fan_out["status"], fan_out["error"]) == (
+            ("failed", f"{lost} of 4 tenants did not succeed") if lost else ("succeeded", None))
     for tenant in (1, 2, 3, 4):
         assert_every_second_once(r["scheduled_for"] for r in rows if r["tenant_id"] == tenant)
     done = Counter(e["tenant"] for e in executions(root))
     for tenant in (1, 2, 3, 4):
-        ended = Counter(r["status"] for r in rows if r["tenant_id"] == tenant)
+        ended = Counter(r["status"] for r in tenants_runs if r["tenant_id"] == tenant)
         # An abandoned run may have died before its job started; none ran twice.
         assert ended["succeeded"] <= done[tenant] <= ended["succeeded"] + ended["abandoned"]
     logs = "".join(bot.log for bot in steady)

@@ -23,7 +23,7 @@ import pinrepl
 from pinrepl import App
 
 from ..conftest import clean_env
-from .conftest import Bot, at, bot_app, executions, runs
+from .conftest import Bot, at, bot_app, executions, fan_outs, runs, tenant_runs
 
 TICK = {
     "tick.py": """
@@ -63,8 +63,12 @@ def test_after_a_late_wake_up_only_the_latest_slot_within_misfire_grace_runs(tmp
     # Every slot the log calls missed (a slot popped just before SIGSTOP says so apart).
     missed = sum(int(count) for count in re.findall(r"missed (\d+) slots? of tick", log))
     assert missed >= 2
-    slots = sorted(at(row["scheduled_for"]).timestamp() for row in runs(root, url))
-    assert len(executions(root)) == len(slots)
+    rows = runs(root, url)
+    slots = sorted(at(row["scheduled_for"]).timestamp() for row in rows)
+    # A slot queued but claimed after its misfire_grace (a loaded machine) is recorded so.
+    skipped = [row for row in rows if row["status"] == "skipped"]
+    assert all("misfire_grace (1.5 s)" in row["error"] for row in skipped), skipped
+    assert len(executions(root)) == len(slots) - len(skipped)
     ((before, caught_up),) = [(a, b) for a, b in itertools.pairwise(slots) if b - a > 1]
     assert caught_up - before - 1 == missed  # the latest within the grace ran, none before
     assert woke - 1.5 <= caught_up < woke + 1
@@ -258,7 +262,7 @@ SHARED = {
                 self.schedule("0 0 1 1 *")
 
             async def run(self):
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.5)  # time for the second bot to start
     """,
 }
 
@@ -267,10 +271,12 @@ def test_two_once_bots_share_the_tenants_of_one_slot(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     root = bot_app(tmp_path / "app", SHARED, url, [f"t{i}" for i in range(8)])
     first = Bot(root, url, "--once")
-    first.wait_for("run started: shared")  # one tenant at a time: 2.4 s for all eight
+    first.wait_for("run started: shared")  # one tenant at a time: 4 s for all eight
     second = Bot(root, url, "--once")
     assert [first.process.wait(30), second.process.wait(30)] == [0, 0], first.log + second.log
     rows = runs(root, url)
+    assert [row["status"] for row in fan_outs(rows)] == ["succeeded"]
+    rows = tenant_runs(rows)
     assert sorted(row["tenant_id"] for row in rows) == list(range(1, 9))
     assert {row["status"] for row in rows} == {"succeeded"}
     assert len({row["bot"] for row in rows}) == 2
@@ -299,7 +305,7 @@ def test_each_run_records_when_it_started_not_when_it_was_claimed(tmp_path):
     root = bot_app(tmp_path / "app", QUICK, url, [f"t{i}" for i in range(60)])
     status, log = finished(once(root, url))  # quick runs: claimed several at a time
     assert status == 0, log
-    rows = sorted(runs(root, url), key=lambda row: at(row["started_at"]))
+    rows = sorted(tenant_runs(runs(root, url)), key=lambda row: at(row["started_at"]))
     assert len(rows) == 60
     # One tenant at a time: each run starts after the one before it ended.
     for earlier, later in itertools.pairwise(rows):

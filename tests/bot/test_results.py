@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from pinrepl.bot.outage import Outage
 from pinrepl.bot.results import Results
-from pinrepl.bot.store import Result
+from pinrepl.runs.repository import Finished, Result
 
 
 class SlowStore:
@@ -21,7 +21,7 @@ class SlowStore:
         self.written: list[list[int]] = []
         self.cut_off = False
 
-    async def finish(self, batch: list[Result]) -> None:
+    async def finish(self, batch: list[Result], now: datetime) -> Finished:
         self.writing.set()
         try:
             await self.release.wait()
@@ -29,6 +29,15 @@ class SlowStore:
             self.cut_off = True
             raise
         self.written.append([result.id for result in batch])
+        return Finished([], 0, [])
+
+
+async def probe() -> None:
+    pass
+
+
+def clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def result(run_id: int) -> Result:
@@ -37,7 +46,7 @@ def result(run_id: int) -> Result:
 
 async def test_stop_lets_the_write_under_way_end_and_leaves_the_rest_to_flush():
     store = SlowStore()
-    results = Results(store, Outage())  # type: ignore[arg-type]
+    results = Results(store, Outage(probe), clock)  # type: ignore[arg-type]
     serving = asyncio.create_task(results.serve())
     results.add(result(1))
     await store.writing.wait()
@@ -52,7 +61,7 @@ async def test_stop_lets_the_write_under_way_end_and_leaves_the_rest_to_flush():
 
 
 async def test_stop_while_idle_returns_at_once():
-    results = Results(SlowStore(), Outage())  # type: ignore[arg-type]
+    results = Results(SlowStore(), Outage(probe), clock)  # type: ignore[arg-type]
     serving = asyncio.create_task(results.serve())
     await asyncio.sleep(0)
     results.stop()

@@ -88,7 +88,8 @@ def test_runs_still_running_when_the_grace_ends_are_cancelled(stopped):
     assert status == 0, bot.log
     assert took < 10
     statuses = Counter(row["status"] for row in runs(root, url))
-    assert statuses["cancelled"] == 1 and set(statuses) <= {"cancelled", "skipped"}
+    # A slot queued before the signal and not started is left queued, for the next bot.
+    assert statuses["cancelled"] == 1 and set(statuses) <= {"cancelled", "skipped", "queued"}
     (cancelled,) = [row for row in runs(root, url) if row["status"] == "cancelled"]
     assert cancelled["error"].startswith("cancelled")
     assert [e.get("cancelled", False) for e in executions(root)] == [False, True]

@@ -93,7 +93,7 @@ def test_init_database_names_the_columns_that_differ_and_changes_nothing(tmp_pat
         "drifted", "    label: Mapped[str]\n    size: Mapped[int]"))
     result = invoke("init-database", "--app", str(app), url=url)
     assert result.exit_code == 0
-    assert result.output.splitlines()[1:] == [
+    assert result.output.splitlines()[1:-1] == [
         "differs: drifted.label is in the models, not in the database",
         "differs: drifted.size is in the models, not in the database",
         "differs: drifted.name is in the database, not in the models",
@@ -101,7 +101,7 @@ def test_init_database_names_the_columns_that_differ_and_changes_nothing(tmp_pat
         "with Alembic (https://alembic.sqlalchemy.org)",
     ]
     again = invoke("init-database", "--app", str(app), url=url)
-    assert again.output == result.output  # nothing was changed
+    assert again.output.splitlines()[:-1] == result.output.splitlines()[:-1]  # unchanged
 
 
 def test_a_column_of_another_kind_is_named(tmp_path):

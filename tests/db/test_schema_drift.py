@@ -71,9 +71,6 @@ def test_a_runs_table_missing_a_column_is_one_line_from_list_background_job_runs
     assert one_line(result) == (
         "table 'background_job_runs' of the database has no column 'error' (its model has "
         "it); pinrepl init-database lists the columns that differ")
-    listed = invoke("init-database", "--app", root, env=env)
-    assert "differs: background_job_runs.error is in the models, not in the database" \
-        in listed.output
 
 
 def test_a_missing_column_names_them_all_when_several_are_missing(tmp_path):
@@ -92,9 +89,10 @@ def test_a_missing_column_is_one_line_on_postgresql(tmp_path, command):
     with postgres_database() as url:
         gadgets = f"gadgets_pg_{command[:3]}"
         root, env = init_app(tmp_path, gadgets, url)
-        asyncio.run(_on_postgres(url, f"alter table {gadgets} drop column size",
-                                 "alter table background_job_runs drop column error"))
         args = ["--name", "count-gadgets"] if command == "run-background-job" else []
+        # A run is recorded before it starts: the runs table keeps its columns for it.
+        drop_error = () if args else ("alter table background_job_runs drop column error",)
+        asyncio.run(_on_postgres(url, f"alter table {gadgets} drop column size", *drop_error))
         result = invoke(command, *args, "--app", root, env=env)
         table, column = (gadgets, "size") if args else ("background_job_runs", "error")
         assert one_line(result).startswith(

@@ -406,3 +406,24 @@ async def test_tables_dropped_by_hand_are_made_anew(app):
         await assert_tables_match_the_models(engine)
     finally:
         await engine.aclose()
+
+
+@pytest.mark.parametrize("command", [
+    ["bot", "--once"], ["defer", "--name", "anything"], ["list-background-job-runs"],
+    ["list-background-jobs"],
+])
+async def test_commands_on_0_1_0_tables_say_so_in_one_line_and_exit_2(app, command):
+    root, env = app
+    (root / "jobs" / "anything.py").write_text(
+        "from pinrepl import BackgroundJob\n\nclass Anything(BackgroundJob):\n"
+        "    async def run(self):\n        pass\n")
+    engine = engine_of(app)
+    try:
+        await make_0_1_0(engine)
+    finally:
+        await engine.aclose()
+    result = await asyncio.to_thread(invoke, *command, "--app", root, env=env)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "pinrepl's tables have no version (pinrepl 0.1.0 made them); "
+        "upgrade them with: pinrepl init-database")
