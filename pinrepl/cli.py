@@ -278,10 +278,13 @@ async def _run_background_job(
         # Resolving the job, its arguments and its tenants: a mistake is one line, exit 2.
         prepared = await app.runner.prepare(name, args, kwargs, tenants=tenants or None)
         report = _FanOutReport()
+        terminated = asyncio.Event()
         try:
-            with _cancelled_by_sigterm():
+            with _cancelled_by_sigterm(terminated):
                 await app.runner.execute(prepared, report, timeout=timeout, record="cli")
-        except asyncio.CancelledError:  # SIGTERM: the run is recorded cancelled
+        except asyncio.CancelledError:
+            if not terminated.is_set():
+                raise  # Ctrl-C: asyncio.run says KeyboardInterrupt, exit 130
             report.close()
             click.echo("pinrepl: stopped by SIGTERM; the run was cancelled", err=True)
             return 128 + signal.SIGTERM
@@ -299,16 +302,22 @@ async def _run_background_job(
 
 
 @contextlib.contextmanager
-def _cancelled_by_sigterm() -> Iterator[None]:
+def _cancelled_by_sigterm(terminated: asyncio.Event) -> Iterator[None]:
     """While the block runs, SIGTERM (a container stopped, `timeout`) cancels it as Ctrl-C
-    would, so that its run ends recorded `cancelled`, its workspace torn down, instead of
-    the process vanishing with its row `running`."""
+    would (and sets `terminated`), so that its run ends recorded `cancelled`, its workspace
+    torn down, instead of the process vanishing with its row `running`."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+
+    def terminate() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
     try:
         if task is None:
             raise RuntimeError("no task to cancel")
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
     except (RuntimeError, ValueError):  # not in the main thread (an embedding program's)
         yield
         return

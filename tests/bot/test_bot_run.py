@@ -24,6 +24,9 @@ from .conftest import (
     tenant_runs,
 )
 
+#: One worker runs this module: its tests share a module fixture (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("bot_run")
+
 JOBS = {
     "tick.py": """
         from pinrepl import BackgroundJob

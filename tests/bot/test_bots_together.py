@@ -54,7 +54,9 @@ def check(root, url, bots, statuses):
     assert statuses == [0] * len(bots), [bot.log for bot in bots]
     rows = runs(root, url)
     waiting = {row["id"] for row in left_waiting(rows)}  # the last slot's, at the signals
-    assert {row["status"] for row in rows if row["id"] not in waiting} == {"succeeded"}
+    assert {row["status"] for row in rows if row["id"] not in waiting} == {"succeeded"}, [
+        (r["job"], r["tenant_id"], r["status"], r["error"]) for r in rows
+        if r["status"] != "succeeded"]
     ticks = [row for row in rows if row["job"] == "tick"]
     assert len(assert_every_second_once(row["scheduled_for"] for row in ticks)) >= 4
     fan_out = tenant_runs(row for row in rows if row["job"] == "fan-out")

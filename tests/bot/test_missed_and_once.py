@@ -25,6 +25,9 @@ from pinrepl import App
 from ..conftest import clean_env
 from .conftest import Bot, at, bot_app, executions, fan_outs, runs, tenant_runs
 
+#: One worker runs this module: its tests share a module fixture (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("bot_once")
+
 TICK = {
     "tick.py": """
         from pinrepl import BackgroundJob

@@ -13,6 +13,9 @@ import pytest
 
 from .conftest import Bot, bot_app, executions, runs
 
+#: One worker runs this module: its tests share a module fixture (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("bot_signals")
+
 SLEEPER = {
     "sleeper.py": """
         import asyncio

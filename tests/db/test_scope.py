@@ -23,6 +23,9 @@ from pinrepl import App, BackgroundJobFailed, TenantViolation
 
 from ..conftest import needs_postgres, postgres_database, write_app
 
+#: One worker runs this module: its tests share a module fixture (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("db_scope")
+
 MODELS = """
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column, relationship
