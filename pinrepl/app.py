@@ -127,14 +127,16 @@ class App:
         return Database(self.engine, tenant_id)
 
     async def init_database(self, demo: bool = False, echo: Callable[[str], Any] = print) -> None:
-        """Create the missing tables; with `demo`, add sample rows if there are none; then
-        create or upgrade pinrepl's own tables (`runs.migrate`)."""
-        from .db.schema import init_database  # SQLAlchemy loads on first database use
+        """Create the missing tables, then create or upgrade pinrepl's own tables
+        (`runs.migrate`); with `demo`, add sample rows if there are none."""
+        from .db.schema import add_demo_data, app_tables, init_database  # SQLAlchemy here
         from .runs.migrate import upgrade  # and Alembic only here
 
-        seed = getattr(self.models_module, "seed_demo", None)
-        await init_database(self.engine, demo=demo, seed=seed, echo=echo)
+        await init_database(self.engine, demo=False, seed=None, echo=echo)
         await upgrade(self.engine, echo)
+        if demo:
+            seed = getattr(self.models_module, "seed_demo", None)
+            await add_demo_data(self.database(), list(app_tables(self.engine)), seed, echo)
 
     def sandbox(self) -> Any:
         """`async with app.sandbox():` every database write made inside, by any workspace,

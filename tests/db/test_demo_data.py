@@ -32,7 +32,7 @@ def test_an_apps_seed_demo_is_the_whole_demo_data(tmp_path):
     assert made.exit_code == 0, made.output
     assert tenants(app / "pinrepl.db") == [("north",), ("south",)]
     again = invoke("init-database", "--demo", "--app", app)
-    assert again.stdout.splitlines()[-2] == \
+    assert again.stdout.splitlines()[-1] == \
         "demo data already present (the tenants table has rows); nothing added"
     assert tenants(app / "pinrepl.db") == [("north",), ("south",)]
 
