@@ -12,10 +12,11 @@ until the database answers again, then goes on at once. A statement the database
 (a table of another version, a read-only database) stops the bot as a signal would, and
 `run` raises it as one line.
 
-On PostgreSQL the bot holds one connection of its own that LISTENs for the notification a
-deferring transaction sends when it commits, so an idle bot starts a run deferred now at
-once; polling (`poll` seconds) stays as the safety net, and is all there is on SQLite or
-behind a pooler in transaction mode (PgBouncer), which cannot hold a LISTEN.
+On PostgreSQL the bot (but `--once`) holds one connection of its own that LISTENs for the
+notification a deferring transaction sends when it commits, so an idle bot starts a run
+deferred now at once; polling (`poll` seconds) stays as the safety net, and is all there
+is on SQLite or behind a pooler in transaction mode (PgBouncer), which cannot hold a
+LISTEN.
 
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
@@ -140,13 +141,15 @@ class Bot:
             self._report(missed)
             self._scheduler.add(fires)
             writer = asyncio.create_task(self._results.serve())
-            listener = None if self.app.engine.is_sqlite else asyncio.create_task(
+            # `--once` runs what is due as it starts, woken by its own runs ending: no
+            # connection of its own to LISTEN on.
+            listener = None if self.app.engine.is_sqlite or once else asyncio.create_task(
                 self._listen())
             try:
                 await self._write_slots()
                 # A first beat before any claim: what dead bots left is queued again (or
                 # abandoned) before this bot looks for work, `--once` included.
-                beat_at = time.monotonic() + await self._beat(now)
+                beat_at = time.monotonic() + await self._beat(now, registered=True)
                 serving = asyncio.create_task(self._worker.serve(once=once))
                 serving.add_done_callback(lambda _task: self._wakeup.set())
                 await self._loop(plan, now, serving, beat_at)
@@ -231,10 +234,12 @@ class Bot:
         self.events.emit(DatabaseAway(away))
         self._wakeup.set()
 
-    async def _beat(self, now: datetime) -> float:
-        """Heartbeat, abandoned runs of dead bots, retention; the seconds to the next beat."""
+    async def _beat(self, now: datetime, registered: bool = False) -> float:
+        """Heartbeat (not when this bot has just `registered` at `now`), abandoned runs of
+        dead bots, retention; the seconds to the next beat."""
         try:
-            if not await self._repository.beat(self.id, self.host, self.pid, now):
+            if not registered and not await self._repository.beat(
+                    self.id, self.host, self.pid, now):
                 log.warning("this bot had not beaten for the lease (%g s) and was taken for "
                             "dead: its running runs may have been marked abandoned", self.lease)
             abandoned = await self._repository.abandon_dead(

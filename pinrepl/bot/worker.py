@@ -52,6 +52,12 @@ from .results import Results
 
 log = logging.getLogger("pinrepl.bot")
 
+#: After a run ends while others of this bot still run, how long the worker waits at most
+#: for more of them to end before it claims (it claims at once when all have ended): one
+#: claim then takes the room several left, instead of a transaction per ended run. Never
+#: more than the room there is, and an idle bot claims at once.
+GATHER = 0.005
+
 Clock = Callable[[], datetime]
 
 
@@ -88,7 +94,11 @@ class Worker:
         self._parent_jobs: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._claiming = True
+        #: Set while this bot runs nothing.
         self._drained = asyncio.Event()
+        self._drained.set()
+        #: A run ended since the last claim.
+        self._freed = False
         #: This bot's runs under way, by (job, arguments' hash, tenant): the overlap rule.
         self._running_here: Counter[tuple[str, str, int | None]] = Counter()
         #: How this bot's own runs ended, by status.
@@ -107,6 +117,7 @@ class Worker:
         """Claim and start runs as room frees up, until `stop_claiming()`; with `once`,
         until nothing due is left to claim and this bot's runs have ended."""
         while self._claiming:
+            await self._gather()
             self._wake.clear()
             try:
                 claimed = await self._claim()
@@ -128,6 +139,16 @@ class Worker:
             if claimed and self._room() > 0:
                 continue  # there may be more
             await self._sleep()
+
+    async def _gather(self) -> None:
+        """Wait for the runs still running to end, at most `GATHER` seconds, when the room
+        comes from a run that ended (see `GATHER`)."""
+        freed, self._freed = self._freed, False
+        if not freed or not self._tasks:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GATHER):
+                await self._drained.wait()
 
     async def _sleep(self) -> None:
         timeout = self.poll
@@ -253,8 +274,9 @@ class Worker:
             self._end_unrun(row, Status.SKIPPED,
                             "skipped: the run of an earlier slot is still running", now)
             return
+        arguments = self._arguments(row, spec)
         try:
-            check_arguments(spec, *self._arguments(row, spec))
+            check_arguments(spec, *arguments)
         except BadJobArguments as exc:  # run() changed since it was deferred: no retry
             self._end_unrun(row, Status.FAILED, f"failed: {exc}", now)
             return
@@ -267,7 +289,7 @@ class Worker:
             self._by_parent[row.parent_id] += 1
             self._parent_jobs[row.parent_id] = row.job
         self._running_here[(row.job, row.args_hash, row.tenant_id)] += 1
-        self._start(row, self._execute(row, spec, tenant))
+        self._start(row, self._execute(row, spec, tenant, arguments))
 
     async def _busy(self, run: RunRow, spec: JobSpec, now: datetime) -> set[int | None]:
         """The tenants (None: no tenant) of `run`'s (job, arguments) whose earlier slot still
@@ -299,6 +321,7 @@ class Worker:
 
     def _start(self, row: RunRow, work: Any) -> None:
         task = asyncio.create_task(work)
+        self._drained.clear()
         self._tasks.add(task)
         self._executing[task] = row.id
         task.add_done_callback(self._ended)
@@ -306,6 +329,7 @@ class Worker:
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._executing.pop(task, None)
+        self._freed = True
         self._wake.set()
         if not self._tasks:
             self._drained.set()
@@ -355,12 +379,13 @@ class Worker:
                 self._outage.failed(exc, "selecting tenants")
                 await self._outage.back()
 
-    async def _execute(self, row: RunRow, spec: JobSpec, tenant: Tenant | None) -> None:
+    async def _execute(self, row: RunRow, spec: JobSpec, tenant: Tenant | None,
+                       arguments: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
         what = self._what(row, tenant)
-        args, kwargs = self._arguments(row, spec)
+        args, kwargs = arguments
         timeout = row.timeout if row.timeout is not None else spec.cls.timeout
         started_at = self._clock()
-        run = RunRow(**{**row.__dict__, "started_at": started_at}).as_run()
+        run = row.as_run(started_at)
         self._events.emit(RunStarted(row, what))
         status, error, failure = Status.SUCCEEDED, None, None
         try:

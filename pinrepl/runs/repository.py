@@ -16,18 +16,21 @@ kept in step (NTP), as their schedules do anyway.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     bindparam,
     delete,
     exists,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -80,7 +83,7 @@ class RunRow:
     @classmethod
     def of(cls, row: Row[Any]) -> RunRow:
         mapping = row._mapping
-        return cls(**{f.name: mapping[f.name] for f in fields(cls)})
+        return cls(**{name: mapping[name] for name in _FIELDS})
 
     @property
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -92,9 +95,14 @@ class RunRow:
         multi-tenant; the caller knows that): not a tenant's run itself."""
         return self.tenant_id is None and self.parent_id is None
 
-    def as_run(self) -> Run:
+    def as_run(self, started_at: datetime | None = None) -> Run:
+        """Its record for `current_run` (started at `started_at`, else its own)."""
         return Run(self.id, self.job, self.origin, self.attempt, self.scheduled_for,
-                   self.tenant_id, self.timeout, self.started_at, self.parent_id)
+                   self.tenant_id, self.timeout, started_at or self.started_at,
+                   self.parent_id)
+
+
+_FIELDS = tuple(f.name for f in fields(RunRow))
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,23 @@ class Repository:
         self._insert = sqlite.insert if engine.is_sqlite else postgresql.insert
         self._postgres = not engine.is_sqlite
         self._returning = list(RUNS.c)
+        self._autocommit = engine.engine.execution_options(
+            isolation_level="AUTOCOMMIT") if self._postgres else None
+        quiet = self._insert(RUNS).on_conflict_do_nothing()
+        self._defer_quietly = quiet.returning(RUNS.c.id)
+        # On PostgreSQL the insert notifies the bots, delivered once its transaction
+        # commits (a rolled-back defer wakes nobody); no statement of its own.
+        self._defer_notifying = quiet.returning(
+            RUNS.c.id, func.pg_notify(CHANNEL, RUNS.c.job).label("notified")
+        ) if self._postgres else self._defer_quietly
+
+    def _one_statement(self) -> Any:
+        """A connection for one statement that writes: on PostgreSQL in autocommit (the
+        statement is its own transaction, without the round trips of BEGIN and COMMIT),
+        else as `Engine.begin` (SQLite's write lock taken at once, a sandbox's savepoint)."""
+        if self._autocommit is not None and not self.engine.sandboxed:
+            return self._autocommit.connect()
+        return self.engine.begin()
 
     # -- deferring --------------------------------------------------------------------------
 
@@ -200,15 +225,13 @@ class Repository:
             if not tenants:
                 values.update(status=str(Status.SUCCEEDED), finished_at=now,
                               error="no tenants chosen")
+        statement = self._defer_notifying if notify else self._defer_quietly
         for _ in range(3):  # a keyed run that ends between the two statements: try again
-            returning: list[Any] = [*self._returning]
-            if notify and self._postgres:  # wakes the bots once this transaction commits
-                returning.append(func.pg_notify(CHANNEL, RUNS.c.job).label("notified"))
-            inserted = (await conn.execute(
-                self._insert(RUNS).values(values).on_conflict_do_nothing()
-                .returning(*returning))).first()
+            inserted = (await conn.execute(statement, values)).first()
             if inserted is not None:
-                row = RunRow.of(inserted)
+                # The row is what was inserted: only its id comes back (fewer columns to
+                # send and decode, one statement however many times it is deferred).
+                row = _inserted(inserted.id, values)
                 if tenants is not None:
                     await self._insert_children(conn, row, tenants, now)
                 return row, True
@@ -247,25 +270,16 @@ class Repository:
         runs; `not_parents`: none of those fan-outs'."""
         if room <= 0 or not jobs:
             return []
-        where = [RUNS.c.status == Status.QUEUED, RUNS.c.not_before <= now,
-                 RUNS.c.job.in_(list(jobs))]
-        if parent is not None:
-            where.append(RUNS.c.parent_id == parent)
         excluded = list(not_parents)
+        params: dict[str, Any] = {"claimer": bot, "room": room, "claimed_at": now,
+                                  "due_by": now, "jobs": list(jobs)}
+        if parent is not None:
+            params["parent"] = parent
         if excluded:
-            where.append(or_(RUNS.c.parent_id.is_(None), RUNS.c.parent_id.not_in(excluded)))
-        candidates = (
-            select(RUNS.c.id).where(*where)
-            .order_by(RUNS.c.priority, RUNS.c.not_before, RUNS.c.id).limit(room)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(RUNS).where(RUNS.c.id.in_(candidates.scalar_subquery()))
-            .values(status=str(Status.RUNNING), bot=bot, started_at=now)
-            .returning(*self._returning)
-        )
-        async with self.engine.begin() as conn:
-            rows = [RunRow.of(row) for row in await conn.execute(statement)]
+            params["excluded"] = excluded
+        async with self._one_statement() as conn:
+            rows = [RunRow.of(row) for row in await conn.execute(
+                _claim_statement(parent is not None, bool(excluded)), params)]
         return sorted(rows, key=lambda r: (r.priority, r.not_before, r.id))
 
     async def release(self, bot: str, ids: Sequence[int]) -> None:
@@ -297,7 +311,7 @@ class Repository:
         if not jobs:
             return None
         statement = select(func.min(RUNS.c.not_before)).where(
-            RUNS.c.status == Status.QUEUED, RUNS.c.job.in_(list(jobs)))
+            _IS_QUEUED, RUNS.c.job.in_(list(jobs)))
         async with self.engine.engine.connect() as conn:
             due: datetime | None = (await conn.execute(statement)).scalar()
         return _utc(due)
@@ -340,6 +354,7 @@ class Repository:
                                        RUNS.c.tenant_id.in_(busy))
                     .values(status=str(Status.SKIPPED), finished_at=now,
                             error="skipped: the run of an earlier slot is still running"))
+                await self._end_fan_outs(conn, [fan_out.id], now)  # all of them, maybe
         return len(tenants) - len(busy) if tenants else 0
 
     async def _insert_children(self, conn: AsyncConnection | AsyncSession, fan_out: RunRow,
@@ -369,10 +384,9 @@ class Repository:
             return Finished([], 0, [])
         ids = [r.id for r in results]
         async with self.engine.begin() as conn:
-            current = select(RUNS.c.id, RUNS.c.status, RUNS.c.bot).where(RUNS.c.id.in_(ids))
-            if self._postgres:
-                current = current.with_for_update()
-            held = {run_id: (status, bot) for run_id, status, bot in await conn.execute(current)}
+            current = _HELD_LOCKED if self._postgres else _HELD
+            held = {run_id: (status, bot) for run_id, status, bot in await conn.execute(
+                current, {"ids": ids})}
             on_time = [r for r in results if held.get(r.id) == (Status.RUNNING, r.bot)]
             late = [r for r in results if r.id in held and r not in on_time]
             if on_time:
@@ -541,6 +555,17 @@ class Repository:
             return bool(done.rowcount)
 
 
+def _inserted(run_id: int, values: dict[str, Any]) -> RunRow:
+    """The row just inserted with `values`, as the database gives it back (instants in
+    UTC, the timeout a float)."""
+    row: dict[str, Any] = {
+        name: value.astimezone(UTC) if isinstance(value, datetime) else value
+        for name, value in values.items()}
+    if row["timeout"] is not None:
+        row["timeout"] = float(row["timeout"])
+    return RunRow(id=run_id, **row)
+
+
 def _utc(moment: Any) -> datetime | None:
     """An aggregate's instant as an aware UTC datetime (SQLite's `min()` gives text, or a
     naive datetime: the column's type is lost)."""
@@ -549,6 +574,40 @@ def _utc(moment: Any) -> datetime | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+#: `status = 'queued'` written out, not bound: the queued-only index (`status = 'queued'`)
+#: serves only a statement that says so, and PostgreSQL plans a prepared statement run
+#: often for any value of its parameters (a generic plan), where a bound status would
+#: scan the whole table.
+_IS_QUEUED = RUNS.c.status == literal_column(f"'{Status.QUEUED}'")
+
+
+@functools.cache
+def _claim_statement(of_parent: bool, excluding: bool) -> Any:
+    """The claim's statement (built once: a bot claims often), its values bound by name:
+    `claimer` (the bot), `room`, `claimed_at`, `due_by`, `jobs`, `parent` (`of_parent`),
+    `excluded` (`excluding`)."""
+    where = [_IS_QUEUED,
+             RUNS.c.not_before <= bindparam("due_by", type_=RUNS.c.not_before.type),
+             RUNS.c.job.in_(bindparam("jobs", expanding=True))]
+    if of_parent:
+        where.append(RUNS.c.parent_id == bindparam("parent"))
+    if excluding:
+        where.append(or_(RUNS.c.parent_id.is_(None),
+                         RUNS.c.parent_id.not_in(bindparam("excluded", expanding=True))))
+    candidates = (
+        select(RUNS.c.id).where(*where)
+        .order_by(RUNS.c.priority, RUNS.c.not_before, RUNS.c.id)
+        .limit(bindparam("room", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(RUNS).where(RUNS.c.id.in_(candidates.scalar_subquery()))
+        .values(status=str(Status.RUNNING), bot=bindparam("claimer"),
+                started_at=bindparam("claimed_at", type_=RUNS.c.started_at.type))
+        .returning(*RUNS.c)
+    )
 
 
 def _is_last_try() -> Any:
@@ -572,6 +631,11 @@ _FINISH = update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
     error=bindparam("why"),
     traceback=bindparam("trace"),
 )
+
+#: Who holds runs `ids` now (locked, on PostgreSQL, until the results are written).
+_HELD = select(RUNS.c.id, RUNS.c.status, RUNS.c.bot).where(
+    RUNS.c.id.in_(bindparam("ids", expanding=True)))
+_HELD_LOCKED = _HELD.with_for_update()
 
 _LATE = update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
     error=func.coalesce(RUNS.c.error, "") + bindparam("note"))
