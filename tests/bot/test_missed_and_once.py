@@ -261,6 +261,7 @@ def test_runs_older_than_keep_runs_days_are_deleted(ran_once):
 SHARED = {
     "shared.py": """
         import asyncio
+        from pathlib import Path
         from pinrepl import BackgroundJob
 
         class Shared(BackgroundJob):
@@ -271,7 +272,14 @@ SHARED = {
                 self.schedule("0 0 1 1 *")
 
             async def run(self):
-                await asyncio.sleep(0.5)  # time for the second bot to start
+                # The first tenant waits for the test to say the second bot is up (an
+                # event the test sees, not a guess at how long a bot takes to start).
+                go = Path(__file__).resolve().parent.parent / "go"
+                for _ in range(600):
+                    if go.exists():
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
     """,
 }
 
@@ -280,8 +288,10 @@ def test_two_once_bots_share_the_tenants_of_one_slot(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     root = bot_app(tmp_path / "app", SHARED, url, [f"t{i}" for i in range(8)])
     first = Bot(root, url, "--once")
-    first.wait_for("run started: shared")  # one tenant at a time: 4 s for all eight
+    first.wait_for("run started: shared")  # one tenant at a time, the first one waiting
     second = Bot(root, url, "--once")
+    second.wait_for("started: app")
+    (root / "go").touch()  # both bots are up: the tenants go on, shared
     assert [first.process.wait(30), second.process.wait(30)] == [0, 0], first.log + second.log
     rows = runs(root, url)
     assert [row["status"] for row in fan_outs(rows)] == ["succeeded"]
