@@ -133,8 +133,14 @@ class Worker:
                 continue
             if once and not claimed and not self._tasks:
                 await self._results.settled()  # a retry is queued with its failure
-                if not await self._claim():
+                if await self._claim():
+                    continue
+                # A fan-out due now that a peer is still expanding, or whose tenants are
+                # still queued or running, has tenants this bot may yet take: wait for it.
+                fanned = [spec.name for spec in self._jobs() if spec.multi_tenant]
+                if not await self._repository.fan_outs_under_way(fanned, self._clock()):
                     return
+                await self._sleep()
                 continue
             if claimed and self._room() > 0:
                 continue  # there may be more

@@ -294,6 +294,21 @@ class Repository:
                        RUNS.c.status == Status.RUNNING)
                 .values(status=str(Status.QUEUED), bot=None, started_at=None))
 
+    async def fan_outs_under_way(self, jobs: Sequence[str], now: datetime) -> bool:
+        """Whether a fan-out of `jobs` due by `now` has not ended yet (being expanded, or
+        with tenant runs queued or running)."""
+        if not jobs:
+            return False
+        statement = select(exists().where(
+            RUNS.c.job.in_(list(jobs)), RUNS.c.parent_id.is_(None),
+            RUNS.c.tenant_id.is_(None), RUNS.c.status.in_(_LIVE),
+            RUNS.c.not_before <= now,
+            exists().where(RUNS.alias("tenant").c.parent_id == RUNS.c.id)
+            | RUNS.c.bot.is_not(None),
+        ))
+        async with self.engine.engine.connect() as conn:
+            return bool((await conn.execute(statement)).scalar())
+
     async def release_lost(self, bot: str, keep: Iterable[int]) -> int:
         """Put back `bot`'s running runs but `keep` (the ones it runs): queued again, for any
         bot; how many."""
