@@ -48,10 +48,6 @@ class Results:
         self._settled = asyncio.Event()
         self._settled.set()
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     def pending(self) -> set[int]:
         """The runs whose results are not written yet (waiting, or being written)."""
         return {result.id for result in (*self._waiting, *self._writing)}

@@ -162,11 +162,10 @@ class Result:
 @dataclass(frozen=True)
 class Finished:
     """What `finish` did: the runs recorded late (a peer had marked them `abandoned`
-    first: the late result is added to their error), the retries queued, and the
-    fan-outs that ended with it (id, status)."""
+    first: the late result is added to their error) and the fan-outs that ended with it
+    (id, status)."""
 
     late: list[int]
-    retried: int
     fan_outs: list[tuple[int, str]]
 
 
@@ -396,7 +395,7 @@ class Repository:
         another bot has it since) keeps what the others wrote; the late result is added to
         its error."""
         if not results:
-            return Finished([], 0, [])
+            return Finished([], [])
         ids = [r.id for r in results]
         async with self.engine.begin() as conn:
             current = _HELD_LOCKED if self._postgres else _HELD
@@ -417,7 +416,7 @@ class Repository:
                 await conn.execute(_RETRY, retries)
             parents = {r.parent_id for r in results if r.parent_id is not None}
             ended = await self._end_fan_outs(conn, parents, now)
-        return Finished([r.id for r in late], len(retries), ended)
+        return Finished([r.id for r in late], ended)
 
     async def _end_fan_outs(self, conn: AsyncConnection, parents: Iterable[int],
                             now: datetime) -> list[tuple[int, str]]:
