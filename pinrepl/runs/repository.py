@@ -23,7 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    DateTime,
     Integer,
+    String,
+    Text,
     bindparam,
     delete,
     exists,
@@ -36,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -396,6 +401,9 @@ class Repository:
         its error."""
         if not results:
             return Finished([], [])
+        results = await self._finish_plainly(results)
+        if not results:
+            return Finished([], [])
         ids = [r.id for r in results]
         async with self.engine.begin() as conn:
             current = _HELD_LOCKED if self._postgres else _HELD
@@ -417,6 +425,26 @@ class Repository:
             parents = {r.parent_id for r in results if r.parent_id is not None}
             ended = await self._end_fan_outs(conn, parents, now)
         return Finished([r.id for r in late], ended)
+
+    async def _finish_plainly(self, results: Sequence[Result]) -> Sequence[Result]:
+        """On PostgreSQL, record the results that queue nothing and end no fan-out in one
+        statement of its own (a bot's group commit of plain results: one round trip, where
+        the transaction below takes four); the others are left for it, with those whose
+        run was no longer running on their bot (late)."""
+        plain = [r for r in results
+                 if r.retry_at is None and r.parent_id is None and r.bot is not None]
+        if self._autocommit is None or self.engine.sandboxed or not plain:
+            return results
+        async with self._autocommit.connect() as conn:
+            done = set((await conn.scalars(_FINISH_PLAIN, {
+                "ids": [r.id for r in plain], "bots": [r.bot for r in plain],
+                "statuses": [str(r.status) for r in plain],
+                "began": [r.started_at for r in plain],
+                "ended": [r.finished_at for r in plain],
+                "errors": [r.error for r in plain],
+                "traces": [r.traceback for r in plain],
+            })).all())
+        return [r for r in results if r.id not in done]
 
     async def _end_fan_outs(self, conn: AsyncConnection, parents: Iterable[int],
                             now: datetime) -> list[tuple[int, str]]:
@@ -645,6 +673,24 @@ _FINISH = update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
     error=bindparam("why"),
     traceback=bindparam("trace"),
 )
+
+#: Plain results, one row each in parallel arrays (PostgreSQL), recorded where their run is
+#: still running on their bot; returns those ids.
+_INSTANT = DateTime(timezone=True)
+_PLAIN = func.unnest(
+    bindparam("ids", type_=ARRAY(BigInteger)), bindparam("bots", type_=ARRAY(String)),
+    bindparam("statuses", type_=ARRAY(String)),
+    bindparam("began", type_=ARRAY(_INSTANT)), bindparam("ended", type_=ARRAY(_INSTANT)),
+    bindparam("errors", type_=ARRAY(Text)), bindparam("traces", type_=ARRAY(Text)),
+).table_valued("id", "bot", "status", "began", "ended", "error", "traceback").render_derived(
+    "plain", with_types=False)
+_FINISH_PLAIN = update(RUNS).where(
+    RUNS.c.id == _PLAIN.c.id, RUNS.c.status == literal_column(f"'{Status.RUNNING}'"),
+    RUNS.c.bot == _PLAIN.c.bot,
+).values(
+    status=_PLAIN.c.status, started_at=func.coalesce(_PLAIN.c.began, RUNS.c.started_at),
+    finished_at=_PLAIN.c.ended, error=_PLAIN.c.error, traceback=_PLAIN.c.traceback,
+).returning(RUNS.c.id)
 
 #: Who holds runs `ids` now (locked, on PostgreSQL, until the results are written).
 _HELD = select(RUNS.c.id, RUNS.c.status, RUNS.c.bot).where(
