@@ -258,6 +258,9 @@ class Engine:
             return DatabaseReadOnly(
                 f"database {self.shown_url} is read-only: {first_line(error)}"
             )
+        if is_outage(error):  # the connection lost in the middle, say
+            return DatabaseUnavailable(
+                f"cannot reach database {self.shown_url}: {first_line(error)}")
         unclear = (code is None or self.is_sqlite) and isinstance(
             error, (OperationalError, ProgrammingError)
         )
