@@ -13,10 +13,10 @@ until the database answers again, then goes on at once. A statement the database
 `run` raises it as one line.
 
 On PostgreSQL the bot (but `--once`) holds one connection of its own that LISTENs for the
-notification a deferring transaction sends when it commits, so an idle bot starts a run
-deferred now at once; polling (`poll` seconds) stays as the safety net, and is all there
-is on SQLite or behind a pooler in transaction mode (PgBouncer), which cannot hold a
-LISTEN.
+notification a deferring transaction sends when it commits (and for control's: a resume,
+a cancel asked, SPEC 9), so an idle bot starts a run deferred now at once; polling (`poll`
+seconds) stays as the safety net, and is all there is on SQLite or behind a pooler in
+transaction mode (PgBouncer), which cannot hold a LISTEN.
 
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
@@ -64,7 +64,7 @@ from .events import (
 from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
-from .scheduler import Scheduler
+from .scheduler import MISSED, Scheduler
 from .worker import Worker, next_try
 
 #: A wake-up this much later than planned is reported (the machine slept, the loop blocked).
@@ -225,11 +225,16 @@ class Bot:
         new = await self._scheduler.write()
         if not new:
             return
-        missed = Counter(row.job for row in new if row.status == Status.SKIPPED)
+        missed = Counter(row.job for row in new if row.status == Status.SKIPPED
+                         and row.error == MISSED)
         for job, count in sorted(missed.items()):
             log.warning("missed %s of %s while the database was away: only the latest "
                         "runs", counted(count, "slot"), job)
-        self.events.emit(SlotsQueued(len(new) - missed.total()))
+        paused = [row for row in new if row.status == Status.SKIPPED and row.error != MISSED]
+        for row in paused:  # its job is paused (SPEC 9)
+            log.info("run skipped: %s slot %s: %s", row.job, self._shown(row.scheduled_for),
+                     row.error)
+        self.events.emit(SlotsQueued(len(new) - missed.total() - len(paused)))
         self._worker.wake()
 
     def _database_changed(self, away: bool) -> None:
