@@ -16,8 +16,9 @@ repository's statements.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from .runs.deferred import DeferredRun
     from .runs.recorder import Recorder
     from .runs.repository import Repository, RunRow
+
+
+#: pinrepl's tables, as control's errors name them.
+_CONTROL_TABLES = ("background_job_runs", "background_job_bots", "background_job_pauses")
 
 
 class App:
@@ -247,20 +252,24 @@ class App:
         repository = await self._control()
         from .db.models import utcnow
 
-        await repository.pause(name, tenant_ids, reason, utcnow())
+        async with self._explaining():
+            await repository.pause(name, tenant_ids, reason, utcnow())
 
     async def resume_job(self, name: str, *, tenants: Iterable[Any] | None = None) -> int:
         """Lift the pauses of job `name`: every one of it (its tenants' too), or with
         `tenants` only those tenants'; how many were lifted. The runs that waited start."""
         tenant_ids = await self._tenant_ids(tenants)
         repository = await self._control()
-        if not self._names_a_job(name) and not await repository.pauses(name):
-            self._check_job(name)  # raises, suggesting names
-        return await repository.resume(name, tenant_ids)
+        async with self._explaining():
+            if not self._names_a_job(name) and not await repository.pauses(name):
+                self._check_job(name)  # raises, suggesting names
+            return await repository.resume(name, tenant_ids)
 
     async def pauses(self) -> list[Pause]:
         """Every pause in force, by job then tenant."""
-        return await (await self._control()).pauses()
+        repository = await self._control()
+        async with self._explaining():
+            return await repository.pauses()
 
     async def retry_runs(self, filter: RunFilter) -> list[int]:
         """Queue a new try of each run of `filter` that did not succeed (`failed`,
@@ -268,44 +277,63 @@ class App:
         and tenant, origin `defer`, due now; the new runs' ids. A fan-out's try is one of
         each of its tenants that did not succeed."""
         repository = await self._control()
-        await self._check_filter(repository, filter)
         from .db.models import utcnow
 
-        return await repository.retry(filter, utcnow())
+        async with self._explaining():
+            await self._check_filter(repository, filter)
+            return await repository.retry(filter, utcnow())
 
     async def cancel_runs(self, filter: RunFilter) -> Cancelled:
         """Cancel the runs of `filter` (without a status: those queued or running): queued,
         `cancelled` at once; running, cancelled by their bots within a second or two
         (their workspaces torn down) and recorded `cancelled`."""
         repository = await self._control()
-        await self._check_filter(repository, filter)
         from .db.models import utcnow
 
-        return await repository.cancel(filter, utcnow())
+        async with self._explaining():
+            await self._check_filter(repository, filter)
+            return await repository.cancel(filter, utcnow())
 
     async def list_runs(self, filter: RunFilter, *, limit: int = 50,
                         before: int | None = None) -> list[RunRow]:
         """The runs of `filter`, newest first: at most `limit`, older than run `before`
         (the last one of the page before) if given."""
         repository = await self._control()
-        runs = await repository.list_runs(filter, limit=limit, before=before)
-        if not runs and before is None:
-            await self._check_filter(repository, filter)
+        async with self._explaining():
+            runs = await repository.list_runs(filter, limit=limit, before=before)
+            if not runs and before is None:
+                await self._check_filter(repository, filter)
         return runs
 
     async def get_run(self, run_id: int) -> RunRow | None:
         """Run `run_id`'s row (None: no such run, or deleted by retention)."""
-        return await (await self._control()).get(run_id)
+        repository = await self._control()
+        async with self._explaining():
+            return await repository.get(run_id)
 
     async def bots(self) -> list[BotRow]:
         """The bots that are up (or not yet found dead) with their running runs."""
-        return await (await self._control()).bots()
+        repository = await self._control()
+        async with self._explaining():
+            return await repository.bots()
 
     async def _control(self) -> Repository:
         from .runs.migrate import check_version
 
         await check_version(self.engine)
         return self.repository
+
+    @contextlib.asynccontextmanager
+    async def _explaining(self) -> AsyncIterator[None]:
+        """A database error about pinrepl's tables (a column dropped by hand, a lock held
+        too long) as its one-line error."""
+        from sqlalchemy.exc import DBAPIError  # loaded already: the statements need it
+
+        try:
+            yield
+        except DBAPIError as exc:
+            problem = await self.engine.explain(exc, _CONTROL_TABLES)
+            raise problem or exc from None
 
     def _names_a_job(self, name: str) -> bool:
         """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
