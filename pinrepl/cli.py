@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ import click
 
 from . import __version__
 from .app import App
-from .bot import JOB_FAILURE
+from .bot import JOB_FAILURE, counted
 from .console import LOG_FORMAT
 from .console.evaluator import format_exception, print_exception
 from .errors import (
@@ -35,13 +35,12 @@ from .errors import (
     DatabaseRefused,
     DatabaseUnavailable,
     JobDefinitionError,
-    JobLoadError,
     PinreplError,
     RunFailed,
-    UnknownBackgroundJob,
 )
 from .jobs import job_name_of
-from .runs.status import STATUSES
+from .runs.control import ORIGINS, RunFilter
+from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
 
 if TYPE_CHECKING:
@@ -259,6 +258,27 @@ class _Count(click.IntRange):
     """A whole number within the range (click's own reads "not a valid integer range")."""
 
     name = "whole number"
+
+
+class _Duration(click.ParamType):
+    """A duration: a number of seconds, or a number with one unit, s, m, h or d (`90`,
+    `30s`, `5m`, `1.5h`, `2d`), at most a year."""
+
+    name = "duration"
+    PATTERN = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    MAX = 366 * 86400
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if isinstance(value, int | float):
+            return value
+        found = self.PATTERN.fullmatch(value.strip())
+        seconds = float(found[1]) * self.UNITS[found[2]] if found else None
+        if seconds is None or seconds > self.MAX:
+            self.fail(f"{value!r} is not a duration: seconds, or a number with s, m, h or "
+                      "d (e.g. 90, 30s, 5m, 2h, 1d), at most a year", param, ctx)
+        return seconds
 
 
 def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -629,40 +649,47 @@ async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir:
 @cli.command("list-background-job-runs")
 @click.option("--name", metavar="JOB", help="Only the runs of this job.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only the runs with this status.")
+@click.option("--tenant", metavar="ID_OR_NAME", help="Only this tenant's runs.")
+@click.option("--origin", type=click.Choice(ORIGINS),
+              help="Only the runs from there (a schedule, defer, the CLI, the REPL, the app).")
+@click.option("--since", type=_Duration(), metavar="DURATION",
+              help="Only the runs made in the last DURATION: 90 (seconds), 30m, 2h, 1d.")
 @click.option("--limit", type=_Count(min=1), default=50, show_default=True,
               help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @app_option
 @command
-async def list_background_job_runs(name: str | None, status: str | None, limit: int,
+async def list_background_job_runs(name: str | None, status: str | None, tenant: str | None,
+                                   origin: str | None, since: float | None, limit: int,
                                    as_json: bool, app_dir: Path | None) -> None:
-    """List the bot's runs, newest first (times in the app's timezone).
+    """List the runs, newest first (times in the app's timezone), with where each came
+    from (origin), its try (attempt) and its fan-out (parent).
 
     A JOB that is neither a job of the app nor in the history is an error."""
-    from .runs.history import job_names, list_runs, run_as_json, tenant_names  # only this command
+    from .runs.history import run_as_json, tenant_names  # only this command
 
     async with App(Settings.load(app_dir)) as app:
-        from .runs.migrate import check_version
-
-        await check_version(app.engine)  # no tables, or of another version: one line
-        database = app.database()
-        try:
-            runs = await list_runs(database, name, status, limit)
-            if name is not None and not runs and not _names_a_job(app, name):
-                history = await job_names(database)
-                if name not in history:
-                    raise UnknownBackgroundJob(name, sorted({*app.jobs.names, *history}))
-            tenants = {} if as_json else await tenant_names(
-                database, [run.tenant_id for run in runs if run.tenant_id is not None])
-        finally:
-            await database.aclose()
+        which = RunFilter(job=name, status=status, tenant_id=await _tenant_id(app, tenant),
+                          origin=origin, since=_since(since))
+        runs = await app.list_runs(which, limit=limit)
+        tenants: dict[int, str] = {}
+        if runs and not as_json:
+            database = app.database()
+            try:
+                tenants = await tenant_names(
+                    database, [run.tenant_id for run in runs if run.tenant_id is not None])
+            finally:
+                await database.aclose()
         zone = app.settings.timezone
     if as_json:
         click.echo(json.dumps([run_as_json(run) for run in runs], indent=2))
         return
     if not runs:
         of = f" of {name!r}" if name is not None else ""
-        click.echo(f"no {status} runs{of} yet" if status else f"no runs{of} yet")
+        if tenant is not None or origin is not None or since is not None:
+            click.echo(f"no {status + ' ' if status else ''}runs{of} match")
+        else:
+            click.echo(f"no {status} runs{of} yet" if status else f"no runs{of} yet")
         return
     from .console.listing import runs_rows, runs_table, runs_text
 
@@ -670,15 +697,115 @@ async def list_background_job_runs(name: str | None, status: str | None, limit: 
     _print_listing(runs_text(rows, zone), lambda: runs_table(rows, zone))
 
 
-def _names_a_job(app: App, name: str) -> bool:
-    """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
-    try:
-        app.jobs.get(name)
-    except UnknownBackgroundJob:
-        return False
-    except JobLoadError:
-        pass
-    return True
+async def _tenant_id(app: App, tenant: str | None) -> int | None:
+    """The id of tenant `tenant` (None: none given); `UnknownTenant` if it is no tenant."""
+    if tenant is None:
+        return None
+    (row,) = await app.runner.resolve_tenants([tenant])
+    return int(row.id)
+
+
+def _since(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+# -- control (SPEC 9) -----------------------------------------------------------------------
+
+
+def _tenants_option(help: str) -> Callable[..., Any]:
+    return click.option("--tenant", "tenants", multiple=True, metavar="ID_OR_NAME", help=help)
+
+
+@cli.command("pause-job")
+@click.option("--name", required=True, metavar="JOB", help="The job to pause.")
+@_tenants_option("Pause only this tenant's runs of it (repeatable).")
+@click.option("--reason", metavar="TEXT", help="Why: shown by list-background-jobs and in "
+              "the error of each slot skipped.")
+@app_option
+@command
+async def pause_job(name: str, tenants: tuple[str, ...], reason: str | None,
+                    app_dir: Path | None) -> None:
+    """Pause job JOB on every bot (within a second): its slots are recorded skipped, its
+    deferred runs wait until it is resumed. Runs asked for in a process of their own
+    (run-background-job, the REPL) still run, with a note."""
+    async with App(Settings.load(app_dir)) as app:
+        await app.pause_job(name, tenants=tenants or None, reason=reason)
+    where = f" for tenant{'s' if len(tenants) > 1 else ''} {', '.join(tenants)}" \
+        if tenants else ""
+    click.echo(f"paused {name}{where}" + (f": {reason}" if reason else ""))
+
+
+@cli.command("resume-job")
+@click.option("--name", required=True, metavar="JOB", help="The job to resume.")
+@_tenants_option("Lift only this tenant's pause (repeatable; default: every pause of JOB).")
+@app_option
+@command
+async def resume_job(name: str, tenants: tuple[str, ...], app_dir: Path | None) -> None:
+    """Lift the pauses of job JOB: the runs that waited start."""
+    async with App(Settings.load(app_dir)) as app:
+        lifted = await app.resume_job(name, tenants=tenants or None)
+    click.echo(f"resumed {name} ({counted(lifted, 'pause')} lifted)" if lifted
+               else f"{name} was not paused{' for those tenants' if tenants else ''}: "
+                    "nothing to resume")
+
+
+def _run_ids(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--name", metavar="JOB", help="The runs of this job.")(command)
+    return click.option("--id", "ids", type=_Count(min=1), multiple=True, metavar="ID",
+                        help="This run (repeatable).")(command)
+
+
+def _ids_or_name(ids: tuple[int, ...], name: str | None, **others: object) -> None:
+    """--id, or --name with the other filters (`others`, by option): a usage error else."""
+    ctx = click.get_current_context()
+    if ids and name is not None:
+        raise click.UsageError("give --id or --name, not both", ctx)
+    if not ids and name is None:
+        raise click.UsageError("give --id ID (repeatable) or --name JOB", ctx)
+    given = [f"--{option}" for option, value in others.items() if value is not None]
+    if ids and given:
+        raise click.UsageError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} "
+                               "with --name, not with --id", ctx)
+
+
+@cli.command("retry-runs")
+@_run_ids
+@click.option("--status", type=click.Choice(sorted(str(s) for s in UNSUCCESSFUL)),
+              help="Only the runs that ended so.")
+@click.option("--since", type=_Duration(), metavar="DURATION",
+              help="Only the runs made in the last DURATION: 90 (seconds), 30m, 2h, 1d.")
+@click.option("--tenant", metavar="ID_OR_NAME", help="Only this tenant's runs.")
+@app_option
+@command
+async def retry_runs(ids: tuple[int, ...], name: str | None, status: str | None,
+                     since: float | None, tenant: str | None, app_dir: Path | None) -> None:
+    """Queue a new try of each run that did not succeed (failed, timed_out, abandoned,
+    cancelled) and was not tried again since: same job, arguments and tenant, origin
+    defer, due now; a fan-out's are its tenants' that did not succeed. Prints how many."""
+    _ids_or_name(ids, name, status=status, since=since, tenant=tenant)
+    async with App(Settings.load(app_dir)) as app:
+        which = RunFilter(ids=ids, job=name, status=status,
+                          tenant_id=await _tenant_id(app, tenant), since=_since(since))
+        queued = await app.retry_runs(which)
+    shown = f": runs {', '.join(map(str, queued))}" if 0 < len(queued) <= 20 else ""
+    click.echo(f"queued {len(queued)} new {'try' if len(queued) == 1 else 'tries'}{shown}")
+
+
+@cli.command("cancel-runs")
+@_run_ids
+@click.option("--status", type=click.Choice(["queued", "running"]),
+              help="Only the runs queued, or only those running (default: both).")
+@app_option
+@command
+async def cancel_runs(ids: tuple[int, ...], name: str | None, status: str | None,
+                      app_dir: Path | None) -> None:
+    """Cancel runs: a queued one at once; a running one is cancelled by its bot within a
+    second or two (its workspace torn down) and recorded cancelled. Prints how many."""
+    _ids_or_name(ids, name, status=status)
+    async with App(Settings.load(app_dir)) as app:
+        done = await app.cancel_runs(RunFilter(ids=ids, job=name, status=status))
+    click.echo(f"cancelled {counted(done.queued, 'queued run')}; asked the bots to cancel "
+               f"{counted(done.running, 'running run')}")
 
 
 # -- defer -------------------------------------------------------------------------------
@@ -699,27 +826,6 @@ class _Moment(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 date and time (e.g. "
                       "2026-12-24T18:00 or 2026-12-24T18:00+01:00)", param, ctx)
-
-
-class _Duration(click.ParamType):
-    """A duration: a number of seconds, or a number with one unit, s, m, h or d (`90`,
-    `30s`, `5m`, `1.5h`, `2d`), at most a year."""
-
-    name = "duration"
-    PATTERN = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    MAX = 366 * 86400
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
-        if isinstance(value, int | float):
-            return value
-        found = self.PATTERN.fullmatch(value.strip())
-        seconds = float(found[1]) * self.UNITS[found[2]] if found else None
-        if seconds is None or seconds > self.MAX:
-            self.fail(f"{value!r} is not a duration: seconds, or a number with s, m, h or "
-                      "d (e.g. 90, 30s, 5m, 2h, 1d), at most a year", param, ctx)
-        return seconds
 
 
 class _Priority(click.types.IntParamType):

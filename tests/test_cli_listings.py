@@ -328,8 +328,9 @@ def test_piped_the_runs_listing_is_plain_text_with_whole_names(history):
     result = invoke("list-background-job-runs", "--app", history)
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     (skipped,) = rows_named(result.stdout, "broken/collide-a")
-    assert skipped.split()[:8] == ["3", "broken/collide-a", "9", "2026-03-02", "10:00:00",
-                                   "skipped", "-", "bot-on-a-machine-with-a-long-name-1234"]
+    assert skipped.split()[:11] == ["3", "broken/collide-a", "9", "2026-03-02", "10:00:00",
+                                    "skipped", "-", "schedule", "1", "-",
+                                    "bot-on-a-machine-with-a-long-name-1234"]
     (acme,) = rows_named(result.stdout, "(acme)")
     assert acme.split()[:5] == ["1", "reports/daily-summary", '["für"]', '{"to":', '"Zoë"}']
     assert " 1 (acme) " in acme and "1.500 s" in acme

@@ -32,12 +32,14 @@ from ..schedules import shown_time
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from ..runs.repository import RunRow
     from ..runs.tables import BackgroundJobRun
 
 __all__ = ["READ_TIMEOUT", "History", "listing", "read_history"]
 
 JOB_COLUMNS = ("name", "schedules", "next run", "last run", "multi-tenant")
-RUN_COLUMNS = ("id", "job", "args", "tenant", "slot", "status", "took", "bot", "error")
+RUN_COLUMNS = ("id", "job", "args", "tenant", "slot", "status", "took", "origin", "attempt",
+               "parent", "bot", "error")
 
 
 # -- the jobs -------------------------------------------------------------------------------
@@ -117,17 +119,19 @@ def _job_rows(job: JobRow, overview: Overview) -> list[list[str]]:
 # -- the runs -------------------------------------------------------------------------------
 
 
-def runs_rows(runs: Sequence[BackgroundJobRun], timezone: ZoneInfo,
+def runs_rows(runs: Sequence[BackgroundJobRun | RunRow], timezone: ZoneInfo,
               tenants: Mapping[int, str]) -> list[list[str]]:
     """The cells of each run (`RUN_COLUMNS`): its arguments apart from the job (in a table
     they may wrap, the job may not), the tenant with its name when it still exists, `-`
-    for how long a run took that never ran or has not ended."""
+    for how long a run took that never ran or has not ended, where it came from, its
+    try, its fan-out (`-`: none) and its bot (`-`: none, or in the calling process)."""
     return [[
         str(run.id), run.job, shown_args(run.args).lstrip(), _tenant(run.tenant_id, tenants),
         run.scheduled_for.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S"), run.status,
         "-" if run.finished_at is None or run.started_at is None or run.status in NOT_RUN
         else f"{(run.finished_at - run.started_at).total_seconds():.3f} s",
-        run.bot or f"({run.origin})", run.error or "",
+        run.origin, str(run.attempt), "-" if run.parent_id is None else str(run.parent_id),
+        run.bot or "-", run.error or "",
     ] for run in runs]
 
 

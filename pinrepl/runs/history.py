@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, exists, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,12 +30,15 @@ from .record import arguments
 from .status import slot_status
 from .tables import BackgroundJobRun
 
+if TYPE_CHECKING:
+    from .repository import RunRow
+
 TABLE = BackgroundJobRun.__tablename__
 #: SQLite takes at most 500 selects in one UNION.
 _JOBS_PER_STATEMENT = 100
 FIELDS = ("id", "job", "tenant_id", "args", "scheduled_for", "status", "bot", "started_at",
           "finished_at", "error", "origin", "attempt", "parent_id", "priority", "key",
-          "created_at", "timeout", "not_before", "traceback", "retry_of")
+          "created_at", "timeout", "not_before", "traceback", "retry_of", "cancel_requested_at")
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,9 @@ async def list_runs(database: Database, job: str | None = None, status: str | No
     return await query.order_by("-scheduled_for", "-id").limit(limit).all()
 
 
-def run_as_json(run: BackgroundJobRun) -> dict[str, Any]:
-    """A run's fields, times as ISO 8601 (UTC), `args` as the object it holds."""
+def run_as_json(run: BackgroundJobRun | RunRow) -> dict[str, Any]:
+    """A run's fields (of its model or its `RunRow`), times as ISO 8601 (UTC), `args` as
+    the object it holds."""
     values = {name: getattr(run, name) for name in FIELDS}
     values["args"] = arguments(run.args)
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
