@@ -557,6 +557,12 @@ class Repository:
         async with self._reading() as conn:
             return await self._last_tries(conn, parent)
 
+    async def count_queued(self) -> dict[str, int]:
+        """The queued runs (due or not), counted by job: the bots' metrics."""
+        statement = select(RUNS.c.job, func.count()).where(_IS_QUEUED).group_by(RUNS.c.job)
+        async with self._reading() as conn:
+            return {job: count for job, count in (await conn.execute(statement)).all()}
+
     async def cancel_queued(self, run_id: int, now: datetime) -> bool:
         """Cancel a run still queued (a fan-out: with its queued tenant runs)."""
         async with self.engine.begin() as conn:
