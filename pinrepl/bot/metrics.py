@@ -92,6 +92,8 @@ class Metrics:
         self.registry.register(_Live(self))
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted | RunEnded):
+            self._queued.known.add(event.run.job)
         if isinstance(event, RunStarted):
             self._run_started(event)
         elif isinstance(event, RunEnded):
@@ -146,7 +148,7 @@ class Metrics:
 
 class _QueuedRuns:
     """The queued runs by job, read on the bot's loop from the scraping thread, at most
-    every `QUEUED_EVERY` seconds; a job once seen stays, at 0."""
+    every `QUEUED_EVERY` seconds; a job once seen (`known`, or in a count) stays, at 0."""
 
     def __init__(self, count: Queued | None, loop: asyncio.AbstractEventLoop | None) -> None:
         self._count = count
@@ -157,28 +159,35 @@ class _QueuedRuns:
         self._lock = threading.Lock()
         self._counts: dict[str, int] | None = None
         self._read_at = -QUEUED_EVERY
+        self.known: set[str] = set()
 
     def read(self) -> dict[str, int] | None:
         with self._lock:  # scrapes at once: one reads, the others get its count
-            if time.monotonic() - self._read_at >= QUEUED_EVERY:
+            if time.monotonic() - self._read_at >= QUEUED_EVERY and self._can_read():
                 self._read_at = time.monotonic()
                 self._read()
             return None if self._counts is None else dict(self._counts)
 
-    def _read(self) -> None:
-        loop, count = self._loop, self._count
-        if loop is None or count is None or loop.is_closed():
-            return
+    def _can_read(self) -> bool:
+        loop = self._loop
+        if loop is None or self._count is None or loop.is_closed():
+            return False
         with contextlib.suppress(RuntimeError):
             if asyncio.get_running_loop() is loop:
-                return  # on the loop itself: it cannot wait for its own work
+                return False  # on the loop itself: it cannot wait for its own work
+        return True
+
+    def _read(self) -> None:
+        loop, count = self._loop, self._count
+        assert loop is not None and count is not None
         future = asyncio.run_coroutine_threadsafe(_counted(count), loop)
         try:
             found = future.result(QUEUED_WAIT)
         except Exception:  # the database is away or busy: the last count stays
             future.cancel()
             return
-        counts = dict.fromkeys(self._counts or (), 0)
+        self.known.update(found)
+        counts = dict.fromkeys(self.known, 0)
         counts.update(found)
         self._counts = counts
 
