@@ -18,6 +18,10 @@ deferred now at once; polling (`poll` seconds) stays as the safety net, and is a
 is on SQLite or behind a pooler in transaction mode (PgBouncer), which cannot hold a
 LISTEN.
 
+What happens is emitted as `events`: the log lines, the failure hook (`hooks`) and, with
+`--metrics-port`, the metrics hear them there. The bot waits for the `on_failure` calls
+under way before it exits, as for its runs.
+
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
 files and plans again. `run(once=True)` runs what is due now (the latest slot within
