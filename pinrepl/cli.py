@@ -25,9 +25,8 @@ import click
 
 from . import __version__
 from .app import App
-from .bot import JOB_FAILURE, counted
-from .console import LOG_FORMAT
-from .console.evaluator import format_exception, print_exception
+from .bot import counted
+from .console.evaluator import print_exception
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -39,62 +38,13 @@ from .errors import (
     RunFailed,
 )
 from .jobs import job_name_of
+from .logs import LOG_FORMATS, formatter_for, logging_to_stderr
 from .runs.control import ORIGINS, RunFilter
 from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
 
 if TYPE_CHECKING:
     from .runs.deferred import DeferredRun
-
-class _StderrHandler(logging.StreamHandler):
-    """Logs to whatever `sys.stderr` is at the time (the REPL's prompt patches it)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-class _TimedFormatter(logging.Formatter):
-    """`2026-12-02T00:45:00.123+00:00 INFO pinrepl.bot: message`: each line starts with
-    its time (ISO 8601, UTC to the millisecond), for a log that is kept in a file; UTC so
-    that the logs of bots on several machines read in one order. A job's failure (a record
-    marked `JOB_FAILURE`) shows its traceback as `run-background-job` does, without
-    pinrepl's frames; an error of the bot's own keeps them."""
-
-    def __init__(self) -> None:
-        super().__init__(f"%(asctime)s {LOG_FORMAT}")
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and getattr(record, JOB_FAILURE, False) and not record.exc_text:
-            record.exc_text = format_exception(exc).rstrip("\n")
-        return super().format(record)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-
-
-@contextlib.contextmanager
-def logging_to_stderr(formatter: logging.Formatter | None = None) -> Iterator[None]:
-    """While a command runs, log INFO and up to the current stderr as `LEVEL logger:
-    message` (or as `formatter` says); the root logger is restored afterwards. Only
-    commands do this: pinrepl as a library leaves logging to its user."""
-    root = logging.getLogger()
-    handler = _StderrHandler()
-    handler.setFormatter(formatter or logging.Formatter(LOG_FORMAT))
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
 
 app_option = click.option(
     "--app", "app_dir", envvar="PINREPL_APP", metavar="DIR",
@@ -623,27 +573,49 @@ async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database
               help="A bot not heard from for this long is dead; its runs are abandoned.")
 @click.option("--once", is_flag=True,
               help="Run what is due now, wait for it, and exit (1 if any run failed).")
+@click.option("--metrics-port", type=_Count(min=0, max=65535), metavar="PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, "
+                   "logged).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="The address --metrics-port listens on.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+              show_default=True,
+              help="text: lines starting with an ISO 8601 time; json: one JSON object per "
+                   "line.")
 @app_option
 @command
-async def bot(concurrency: int, grace: float, lease: float, once: bool, app_dir: Path | None
-              ) -> int:
+async def bot(concurrency: int, grace: float, lease: float, once: bool,
+              metrics_port: int | None, metrics_host: str, log_format: str,
+              app_dir: Path | None) -> int:
     """Run each job at its cron times, exactly once across all the bots of a database.
 
     SIGTERM or Ctrl-C stops it (running jobs get --grace seconds; a second signal cancels
     them); SIGHUP re-reads the job files."""
     from .bot.process import Bot  # only this command needs the bot
 
-    with logging_to_stderr(_TimedFormatter()):  # the bot's log is kept: each line says when
+    # The bot's log is kept: each line says when.
+    with logging_to_stderr(formatter_for(log_format)):
         try:
             async with App(Settings.load(app_dir)) as app:
-                return await Bot(app, concurrency=concurrency, grace=grace, lease=lease).run(
-                    once)
+                bot = Bot(app, concurrency=concurrency, grace=grace, lease=lease)
+                with _metrics(bot, app, metrics_host, metrics_port):
+                    return await bot.run(once)
         except ConfigError:
             raise  # its settings or app folder: one line, as from every command
         except PinreplError as exc:
             # What stopped the bot is the line of its log that matters most: it says when too.
             logging.getLogger("pinrepl.bot").error("%s", exc)
             return 2
+
+
+def _metrics(bot: Any, app: App, host: str, port: int | None
+             ) -> contextlib.AbstractContextManager[object]:
+    """The bot's metrics served on `host`:`port` while it runs (None: not served)."""
+    if port is None:
+        return contextlib.nullcontext()
+    from .bot.metrics import serving  # only a bot with --metrics-port loads prometheus_client
+
+    return serving(bot.events, app.repository.count_queued, host, port)
 
 
 @cli.command("list-background-job-runs")

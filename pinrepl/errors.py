@@ -76,6 +76,11 @@ class MissingColumn(DatabaseRefused):
         self.columns = list(columns)
 
 
+class MetricsUnavailable(PinreplError):
+    """The bot cannot serve its metrics where it was told to (a port in use, an address
+    it may not listen on)."""
+
+
 class LockTimeout(PinreplError):
     """A statement waited too long for a lock another transaction holds."""
 

@@ -53,8 +53,8 @@ _inserted: set[str] = set()
 
 
 class BackgroundJob:
-    """Subclass this in a file of `jobs/`; override `run()`, optionally `meta()` and
-    `tenants_filter()`. Custom properties are plain class attributes."""
+    """Subclass this in a file of `jobs/`; override `run()`, optionally `meta()`,
+    `tenants_filter()` and `on_failure()`. Custom properties are plain class attributes."""
 
     #: Run once per tenant. `None` means the app's `multi_tenant` setting.
     multi_tenant: bool | None = None
@@ -90,6 +90,12 @@ class BackgroundJob:
 
     async def run(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError
+
+    async def on_failure(self, run: Run) -> None:
+        """Called once when a run the bots execute has failed for good (`failed` or
+        `timed_out` with no try left, or `abandoned`), in a fresh workspace of the run's
+        tenant, with the run's record (`run.status`, `run.error`, `run.traceback`, ...).
+        What it raises is logged, never retried. Default: nothing."""
 
     # -- the workspace's services ---------------------------------------------------------
 
@@ -159,6 +165,11 @@ class JobSpec:
     def retry(self) -> Retry | None:
         """The job's retry policy (from its `retries`), or None: no retries."""
         return as_retry(self.cls.retries)  # checked when loaded
+
+    @property
+    def has_on_failure(self) -> bool:
+        """Whether the job (or a base class of it) defines `on_failure`."""
+        return self.cls.on_failure is not BackgroundJob.on_failure
 
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -418,6 +429,8 @@ def _load(package: str, root: Path, name: str, path: Path, defaults: _Defaults) 
         raise JobLoadError(shown, f"{cls.__name__} defines no run()")
     if not inspect.iscoroutinefunction(cls.run):
         raise JobLoadError(shown, f"{cls.__name__}.run() must be 'async def'")
+    if not inspect.iscoroutinefunction(cls.on_failure):
+        raise JobLoadError(shown, f"{cls.__name__}.on_failure() must be 'async def'")
     try:
         declared = cls()
         declared.meta()

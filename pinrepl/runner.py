@@ -197,6 +197,28 @@ class Runner:
         finally:
             await workspace.aclose()
 
+    async def call_on_failure(self, spec: JobSpec, tenant: Tenant | None, run: Run) -> None:
+        """The job's `on_failure(run)` for `run`, a run that failed for good, in a fresh
+        workspace (for `tenant`, or none) whose `current_run` is `run`, within the job's
+        `timeout` as a run is. What it raises has a note naming the job."""
+        workspace = self.workspace(tenant, run)
+        where = f" for tenant {tenant.id} ({tenant.name})" if tenant is not None else ""
+        active = ActiveRun(f"on_failure of background job {spec.name!r}{where}",
+                           str(spec.path), run_id=run.id)
+        try:
+            try:
+                await guard(spec.cls(workspace).on_failure(run), active, spec.timeout)
+            except SystemExit as exit_:
+                raise BackgroundJobExit(
+                    f"on_failure of background job {spec.name!r} called sys.exit({exit_.code!r})"
+                ) from exit_
+        except Exception as exc:
+            exc.add_note(f"in on_failure of background job {spec.name!r}{where} "
+                         f"(run {run.id})")
+            raise
+        finally:
+            await workspace.aclose()
+
     async def fan_out(
         self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
         tenants: list[Tenant], progress: Progress | None = None, *,

@@ -21,8 +21,8 @@ import pytest
 
 import pinrepl
 from pinrepl.bot import JOB_FAILURE
-from pinrepl.cli import _TimedFormatter
 from pinrepl.errors import ConfigError
+from pinrepl.logs import TimedFormatter
 from pinrepl.settings import Settings
 
 from .conftest import (
@@ -232,7 +232,7 @@ def test_the_bots_log_leaves_out_pinrepls_frames_of_a_jobs_failure_only(tmp_path
     except ConfigError:
         exc_info = sys.exc_info()
     shown = {
-        marked: _TimedFormatter().format(logging.makeLogRecord(
+        marked: TimedFormatter().format(logging.makeLogRecord(
             {"msg": "failed", "exc_info": exc_info, **({JOB_FAILURE: True} if marked else {})}))
         for marked in (True, False)
     }

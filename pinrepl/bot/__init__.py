@@ -1,13 +1,13 @@
 """The bot: runs each job at its cron times, exactly once across every bot that is up
-(SPEC 7).
+(SPEC 7 to 9).
 
-`scheduler` is the process (`Bot`: its loop, heartbeat, signals, `--once`); `plan` says
-which slots are due; `dispatch` claims runs within this bot's capacity and runs them
-through the app's runner; `results` writes their outcomes; `store` holds every statement
-on the bot's tables; `outage` tells a database that went away from other errors;
-the run history is read back by `db.runs`, and `statuses` names the run statuses. Here:
-`counted`, the numbers of the bot's log lines, and `JOB_FAILURE`, the mark of a logged
-traceback that is a job's.
+`process` is the bot (`Bot`: its loop, heartbeat, signals, `--once`); `plan` says which
+slots are due and `scheduler` queues them; `worker` claims runs within this bot's
+capacity and runs them through the app's runner; `results` writes their outcomes;
+`outage` tells a database that went away from other errors; `events` is what happens in
+a bot, which its log lines, `metrics` (Prometheus, `--metrics-port`) and `hooks` (a job's
+`on_failure`) hear. The statements are `runs.repository`'s. Here: `counted`, the numbers
+of the bot's log lines, and `JOB_FAILURE`, the mark of a logged traceback that is a job's.
 
 Importing this package is cheap; its modules load SQLAlchemy.
 """

@@ -18,6 +18,10 @@ a cancel asked, SPEC 9), so an idle bot starts a run deferred now at once; polli
 seconds) stays as the safety net, and is all there is on SQLite or behind a pooler in
 transaction mode (PgBouncer), which cannot hold a LISTEN.
 
+What happens is emitted as `events`: the log lines, the failure hook (`hooks`) and, with
+`--metrics-port`, the metrics hear them there. The bot waits for the `on_failure` calls
+under way before it exits, as for its runs.
+
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
 files and plans again. `run(once=True)` runs what is due now (the latest slot within
@@ -50,17 +54,18 @@ from ..errors import BadJobArguments, DatabaseRefused, DatabaseUnavailable, Pinr
 from ..runner import check_arguments
 from ..runs.repository import CHANNEL, CONTROL, RunRow
 from ..runs.status import Status
-from . import JOB_FAILURE, counted
+from . import counted
 from .events import (
+    Beat,
     BotDown,
     BotUp,
     DatabaseAway,
-    Event,
     Events,
-    RunEnded,
-    RunStarted,
+    LogLines,
+    RunsAbandoned,
     SlotsQueued,
 )
+from .hooks import FailureHook
 from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
@@ -96,8 +101,11 @@ class Bot:
         self.events = Events()
         self._outage = Outage(self._probe, on_refused=self._refused,
                               on_change=self._database_changed)
-        self.events.subscribe(self._log_event)
-        self._results = Results(self._repository, self._outage, clock, bot=self.id)
+        self.events.subscribe(LogLines(self._shown))
+        self._hooks = FailureHook(app.runner, lambda: app.jobs)
+        self.events.subscribe(self._hooks)
+        self._results = Results(self._repository, self._outage, clock, bot=self.id,
+                                events=self.events)
         self._scheduler = Scheduler(self._repository, self._outage, clock)
         self._listening = False
         self._worker = Worker(
@@ -168,6 +176,7 @@ class Bot:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
                 await self._results.flush(max(self.grace, 5.0))
+                await self._hooks.finish(max(self.grace, 5.0), self._hurry)
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await self._repository.unregister(self.id)
                 await self._outage.aclose()
@@ -249,8 +258,12 @@ class Bot:
                     self.id, self.host, self.pid, now):
                 log.warning("this bot had not beaten for the lease (%g s) and was taken for "
                             "dead: its running runs may have been marked abandoned", self.lease)
+            self.events.emit(Beat(now))
+            retried: set[int] = set()
             abandoned = await self._repository.abandon_dead(
-                self.id, timedelta(seconds=self.lease), now, self._retry_abandoned,
+                self.id, timedelta(seconds=self.lease), now,
+                lambda run, status, now: _noted(retried, run.id,
+                                                self._retry_abandoned(run, status, now)),
                 requeue=self._unexpanded_fan_out)
             if time.monotonic() >= self._retention_due:
                 cutoff = now - timedelta(days=self.app.settings.keep_runs_days)
@@ -264,12 +277,8 @@ class Bot:
             self._outage.failed(exc, "beating")
             return 0.0  # beat again as soon as the database is back
         self._outage.answered()
-        by_bot = Counter(run.bot for run in abandoned)
-        for bot, count in by_bot.items():
-            jobs = ", ".join(sorted({run.job for run in abandoned if run.bot == bot}))
-            log.warning("marked %s of bot %s abandoned (no heartbeat for %g s): %s",
-                        counted(count, "running run"), bot, self.lease, jobs)
         if abandoned:
+            self.events.emit(RunsAbandoned(tuple(abandoned), frozenset(retried), self.lease))
             self._worker.wake()
         return self.lease / 3
 
@@ -403,18 +412,6 @@ class Bot:
 
     # -- what it says -----------------------------------------------------------------------
 
-    def _log_event(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            log.info("run started: %s", event.what)
-        elif isinstance(event, RunEnded):
-            level = logging.INFO if event.status == Status.SUCCEEDED else (
-                logging.ERROR if event.status == Status.FAILED else logging.WARNING)
-            retry = f"; try {event.run.attempt + 1} due {self._shown(event.retry_at)}" \
-                if event.retry_at is not None else ""
-            log.log(level, "run %s: %s in %.3f s%s%s", event.status, event.what, event.seconds,
-                    f": {event.error}" if event.error else "", retry,
-                    exc_info=event.failure, extra={JOB_FAILURE: True})
-
     def _banner(self, plan: Plan | None, due: int) -> None:
         app = self.app
         jobs = app.jobs
@@ -448,6 +445,13 @@ class Bot:
 
     def _shown(self, slot: datetime) -> str:
         return slot.astimezone(self.app.settings.timezone).isoformat()
+
+
+def _noted(retried: set[int], run_id: int, due: datetime | None) -> datetime | None:
+    """`due`, with `run_id` added to `retried` when it is a next try."""
+    if due is not None:
+        retried.add(run_id)
+    return due
 
 
 def _summary(outcomes: Counter[str]) -> str:

@@ -8,7 +8,8 @@ alone is written at once (other bots see it finished), while the results of many
 runs (a fan-out of quick tenants) go in few statements. A write that failed because the
 database was away keeps its results and is tried again the moment the database answers;
 one that the database refused drops them (the bot stops; another bot marks them
-abandoned).
+abandoned). Each write that went through says which runs it ended (`RunsRecorded`): a
+late result (its run marked abandoned by a peer meanwhile) is not among them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import datetime
 from ..db.engine import DATABASE_ERRORS
 from ..runs.repository import Repository, Result
 from . import counted
+from .events import Events, RunsRecorded
 from .outage import Outage
 
 LINGER = 0.02
@@ -35,8 +37,9 @@ class Results:
     """The results not yet written; `serve()` writes them as they come."""
 
     def __init__(self, repository: Repository, outage: Outage, clock: Callable[[], datetime],
-                 bot: str | None = None) -> None:
+                 bot: str | None = None, events: Events | None = None) -> None:
         self._repository = repository
+        self._events = events
         self._outage = outage
         self._clock = clock
         self._bot = bot
@@ -120,6 +123,10 @@ class Results:
             self._waiting[:0] = batch
             raise
         self._outage.answered()
+        if self._events is not None:
+            late = set(finished.late)
+            self._events.emit(RunsRecorded(
+                frozenset(r.id for r in batch if r.id not in late), frozenset(late)))
         for run_id in finished.late:
             log.warning("run %d ended after a peer had marked it abandoned (this bot had "
                         "not beaten for the lease): its late result is noted in its error, "

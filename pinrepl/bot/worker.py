@@ -50,7 +50,7 @@ from ..runs.record import Origin, encode_args, shown_args
 from ..runs.repository import Repository, Result, RunRow
 from ..runs.status import Status
 from ..tracebacks import format_exception
-from . import JOB_FAILURE, counted
+from . import counted
 from .events import Events, RunEnded, RunStarted
 from .outage import Outage
 from .plan import misfire_grace, missed, next_slot
@@ -350,9 +350,7 @@ class Worker:
                    warn: bool = False) -> None:
         self._results.add(Result(row.id, status, now, error, parent_id=row.parent_id))
         self.outcomes[status] += 1
-        what = self._what(row, None)
-        (log.warning if warn or status == Status.FAILED else log.info)(
-            "run %s: %s: %s", status, what, error)
+        self._events.emit(RunEnded(row, self._what(row, None), status, None, error, warn=warn))
 
     async def _put_back_lost_claims(self) -> None:
         """A claim whose answer the outage lost may have taken rows this bot never saw:
@@ -393,11 +391,12 @@ class Worker:
         if isinstance(selected, Exception):
             error = f"{type(selected).__name__}: {selected}"
             self.outcomes[Status.FAILED] += 1
-            log.error("run failed: %s: its tenants could not be selected: %s",
-                      self._what(row, None), error, exc_info=selected,
-                      extra={JOB_FAILURE: True})
-            self._results.add(Result(row.id, Status.FAILED, self._clock(), error,
+            finished_at = self._clock()
+            self._results.add(Result(row.id, Status.FAILED, finished_at, error,
                                      _traceback(selected), started_at=now))
+            self._events.emit(RunEnded(
+                row, f"{self._what(row, None)}: its tenants could not be selected",
+                Status.FAILED, (finished_at - now).total_seconds(), error, selected))
             return
         if not selected:
             log.info("no tenants selected for %s; nothing ran", self._what(row, None))
@@ -436,7 +435,7 @@ class Worker:
         timeout = row.timeout if row.timeout is not None else spec.cls.timeout
         started_at = self._clock()
         run = row.as_run(started_at)
-        self._events.emit(RunStarted(row, what))
+        self._events.emit(RunStarted(row, what, started_at))
         status, error, failure = Status.SUCCEEDED, None, None
         try:
             await self._runner.run_once(spec, args, kwargs, tenant, run=run, timeout=timeout)

@@ -33,7 +33,9 @@ class Run:
     """A run's record, as its job sees it (`self.current_run`): `id`, `job`, `origin`,
     `attempt` (1 for a first try), `scheduled_for` (the slot of a scheduled run, or when a
     deferred run was due), `tenant_id` (None: no tenant), `timeout` (seconds, or None),
-    `started_at` and `parent_id` (the fan-out of a tenant's run)."""
+    `started_at` and `parent_id` (the fan-out of a tenant's run). The record a job's
+    `on_failure(run)` gets has how it ended as well: `status`, `error` (exception type and
+    message) and `traceback`; they are None while it runs."""
 
     id: int
     job: str
@@ -44,6 +46,9 @@ class Run:
     timeout: float | None
     started_at: datetime | None = None
     parent_id: int | None = None
+    status: str | None = None
+    error: str | None = None
+    traceback: str | None = None
 
     @property
     def deadline(self) -> datetime | None:

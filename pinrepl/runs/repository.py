@@ -613,6 +613,12 @@ class Repository:
         async with self._reading() as conn:
             return await self._last_tries(conn, parent)
 
+    async def count_queued(self) -> dict[str, int]:
+        """The queued runs (due or not), counted by job: the bots' metrics."""
+        statement = select(RUNS.c.job, func.count()).where(_IS_QUEUED).group_by(RUNS.c.job)
+        async with self._reading() as conn:
+            return {job: count for job, count in (await conn.execute(statement)).all()}
+
     # -- control (SPEC 9) ------------------------------------------------------------------
 
     async def pause(self, job: str, tenant_ids: Sequence[int] | None, reason: str | None,
