@@ -256,6 +256,8 @@ class Console:
             tags.append(str(self.tenant.name))
         if self.app.sandboxed:
             tags.append("sandbox")
+        if self.app.read_only:
+            tags.append("read-only")
         return f"pinrepl [{' '.join(tags)}] > " if tags else "pinrepl > "
 
     async def aclose(self) -> None:
