@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import pinrepl
 from pinrepl import App, PinreplError, ReadOnlySession
 from pinrepl.console.transcripts import Transcript, replay
