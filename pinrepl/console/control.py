@@ -16,18 +16,29 @@ its runs retried or cancelled, its pauses; naming another tenant is a `TenantVio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..durations import seconds
-from ..errors import JobLoadError, PinreplError, UnknownBackgroundJob
+from ..errors import JobLoadError, PinreplError, ReadOnlySession, UnknownBackgroundJob
 
 if TYPE_CHECKING:
     from ..jobs import JobSpec
     from ..runs.control import RunFilter
     from ..runs.repository import RunRow
     from .repl import Console
+
+
+@contextmanager
+def one_line() -> Iterator[None]:
+    """A write a read-only session's database refused, raised from here as its one line
+    (`ReadOnlySession`), without the driver's error and frames under it."""
+    try:
+        yield
+    except ReadOnlySession as exc:
+        raise exc.with_traceback(None) from None
 
 
 def _bad(message: str) -> PinreplError:
@@ -74,7 +85,8 @@ class Runs:
         or of `job`'s runs with `status`, of `tenant`, since `since`."""
         run_filter = await self._filter(job=job, status=status, tenant=tenant, since=since,
                                         ids=id, command="retry")
-        return Retried(await self._console.app.retry_runs(run_filter))
+        with one_line():
+            return Retried(await self._console.app.retry_runs(run_filter))
 
     async def cancel(self, job: str | None = None, status: str | None = None,
                      id: int | Iterable[int] | None = None) -> CancelledRuns:
@@ -84,7 +96,8 @@ class Runs:
         if status not in (None, "queued", "running"):
             raise _bad(f"runs.cancel() cancels queued or running runs, not {status!r}")
         run_filter = await self._filter(job=job, status=status, ids=id, command="cancel")
-        done = await self._console.app.cancel_runs(run_filter)
+        with one_line():
+            done = await self._console.app.cancel_runs(run_filter)
         return CancelledRuns(done.queued, done.running)
 
     # -- what was asked ------------------------------------------------------------------
@@ -249,7 +262,8 @@ class ConsoleJob:
         (recorded `skipped`, `paused: REASON`) and leaves its deferred runs queued until it
         is resumed; runs asked for in process still run, with a note."""
         chosen = await self._tenants(tenants)
-        await self._console.app.pause_job(self._spec.name, tenants=chosen, reason=reason)
+        with one_line():
+            await self._console.app.pause_job(self._spec.name, tenants=chosen, reason=reason)
         of = "" if chosen is None else f" for {_tenants(chosen)}"
         why = f" ({reason})" if reason else ""
         print(f"paused {self._spec.name!r}{of}{why}: the bots skip its slots and leave its "
@@ -258,7 +272,8 @@ class ConsoleJob:
     async def resume(self, *, tenants: Iterable[Any] | None = None) -> None:
         """Lift the job's pause (of `tenants` only, if given)."""
         chosen = await self._tenants(tenants)
-        lifted = await self._console.app.resume_job(self._spec.name, tenants=chosen)
+        with one_line():
+            lifted = await self._console.app.resume_job(self._spec.name, tenants=chosen)
         of = "" if chosen is None else f" for {_tenants(chosen)}"
         if not lifted:
             print(f"{self._spec.name!r} was not paused{of}")
