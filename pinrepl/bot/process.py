@@ -13,10 +13,10 @@ until the database answers again, then goes on at once. A statement the database
 `run` raises it as one line.
 
 On PostgreSQL the bot (but `--once`) holds one connection of its own that LISTENs for the
-notification a deferring transaction sends when it commits, so an idle bot starts a run
-deferred now at once; polling (`poll` seconds) stays as the safety net, and is all there
-is on SQLite or behind a pooler in transaction mode (PgBouncer), which cannot hold a
-LISTEN.
+notification a deferring transaction sends when it commits (and for control's: a resume,
+a cancel asked, SPEC 9), so an idle bot starts a run deferred now at once; polling (`poll`
+seconds) stays as the safety net, and is all there is on SQLite or behind a pooler in
+transaction mode (PgBouncer), which cannot hold a LISTEN.
 
 Signals: SIGTERM or SIGINT stops claiming and gives the running runs up to `--grace`
 seconds before cancelling them (a second signal cancels at once); SIGHUP re-reads the job
@@ -48,7 +48,7 @@ from ..db.engine import DATABASE_ERRORS, first_line, is_outage
 from ..db.models import utcnow
 from ..errors import BadJobArguments, DatabaseRefused, DatabaseUnavailable, PinreplError
 from ..runner import check_arguments
-from ..runs.repository import CHANNEL, RunRow
+from ..runs.repository import CHANNEL, CONTROL, RunRow
 from ..runs.status import Status
 from . import JOB_FAILURE, counted
 from .events import (
@@ -64,7 +64,7 @@ from .events import (
 from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
-from .scheduler import Scheduler
+from .scheduler import MISSED, Scheduler
 from .worker import Worker, next_try
 
 #: A wake-up this much later than planned is reported (the machine slept, the loop blocked).
@@ -145,6 +145,7 @@ class Bot:
             # connection of its own to LISTEN on.
             listener = None if self.app.engine.is_sqlite or once else asyncio.create_task(
                 self._listen())
+            cancels = asyncio.create_task(self._worker.watch_cancels())  # SPEC 9
             try:
                 await self._write_slots()
                 # A first beat before any claim: what dead bots left is queued again (or
@@ -160,6 +161,7 @@ class Bot:
             finally:
                 if listener is not None:
                     listener.cancel()
+                cancels.cancel()
                 self._results.stop()
                 await asyncio.wait({writer}, timeout=5.0)  # a write under way ends first
                 writer.cancel()  # unless the database hangs
@@ -223,11 +225,16 @@ class Bot:
         new = await self._scheduler.write()
         if not new:
             return
-        missed = Counter(row.job for row in new if row.status == Status.SKIPPED)
+        missed = Counter(row.job for row in new if row.status == Status.SKIPPED
+                         and row.error == MISSED)
         for job, count in sorted(missed.items()):
             log.warning("missed %s of %s while the database was away: only the latest "
                         "runs", counted(count, "slot"), job)
-        self.events.emit(SlotsQueued(len(new) - missed.total()))
+        paused = [row for row in new if row.status == Status.SKIPPED and row.error != MISSED]
+        for row in paused:  # its job is paused (SPEC 9)
+            log.info("run skipped: %s slot %s: %s", row.job, self._shown(row.scheduled_for),
+                     row.error)
+        self.events.emit(SlotsQueued(len(new) - missed.total() - len(paused)))
         self._worker.wake()
 
     def _database_changed(self, away: bool) -> None:
@@ -299,10 +306,12 @@ class Bot:
                         return
                     lost = asyncio.Event()
                     await driver.add_listener(CHANNEL, lambda *_: self._worker.wake())
+                    # Pauses, resumes and cancels (SPEC 9): claim now, look for cancels.
+                    await driver.add_listener(CONTROL, lambda *_: self._worker.control())
                     driver.add_termination_listener(lambda *_, lost=lost: lost.set())
                     self._set_poll(POLL_LISTENING)
-                    log.info("listening for deferred runs (LISTEN %s; polling every %g s "
-                             "as well)", CHANNEL, POLL_LISTENING)
+                    log.info("listening for deferred runs (LISTEN %s, %s; polling every %g "
+                             "s as well)", CHANNEL, CONTROL, POLL_LISTENING)
                     self._worker.wake()  # what was deferred while not listening
                     await lost.wait()
             except asyncio.CancelledError:
