@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..durations import seconds
-from ..errors import JobLoadError, PinreplError, ReadOnlySession, UnknownBackgroundJob
+from ..errors import BadRunFilter, ReadOnlySession
 
 if TYPE_CHECKING:
     from ..jobs import JobSpec
@@ -39,14 +39,6 @@ def one_line() -> Iterator[None]:
         yield
     except ReadOnlySession as exc:
         raise exc.with_traceback(None) from None
-
-
-def _bad(message: str) -> PinreplError:
-    """`BadRunFilter(message)`: what a filter of runs that cannot be used raises, as the
-    app's `RunFilter` does."""
-    from .. import errors
-
-    return errors.BadRunFilter(message)  # type: ignore[attr-defined, no-any-return]
 
 
 class Runs:
@@ -68,13 +60,11 @@ class Runs:
         """The runs, newest first, of `job`, with `status`, of `tenant`, from `origin`,
         made since `since` (each: if given); at most `limit`."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise _bad(f"limit is a whole number of runs, at least 1, not {limit!r}")
+            raise BadRunFilter(f"limit is a whole number of runs, at least 1, not {limit!r}")
         run_filter = await self._filter(job=job, status=status, tenant=tenant, origin=origin,
                                         since=since)
         app = self._console.app
-        rows = await app.list_runs(run_filter, limit=limit)
-        if job is not None and not rows:
-            await self._check_job(job)
+        rows = await app.list_runs(run_filter, limit=limit)  # an unknown job: one line
         return RunList(rows, await self._shown(rows, run_filter))
 
     async def retry(self, job: str | None = None, status: str | None = None,
@@ -94,7 +84,7 @@ class Runs:
         `running`; default both): a queued run at once, a running one by its bot within a
         second or two."""
         if status not in (None, "queued", "running"):
-            raise _bad(f"runs.cancel() cancels queued or running runs, not {status!r}")
+            raise BadRunFilter(f"runs.cancel() cancels queued or running runs, not {status!r}")
         run_filter = await self._filter(job=job, status=status, ids=id, command="cancel")
         with one_line():
             done = await self._console.app.cancel_runs(run_filter)
@@ -112,7 +102,7 @@ class Runs:
         self._console.ready()
         chosen = _ids(ids)
         if command is not None and not chosen and job is None:
-            raise _bad(f"runs.{command}() needs the runs: id=ID (or ids), or job=NAME")
+            raise BadRunFilter(f"runs.{command}() needs the runs: id=ID (or ids), or job=NAME")
         return RunFilter(ids=chosen, job=job, status=status,
                          tenant_id=await self._console.tenant_id(tenant), origin=origin,
                          since=self._since(since))
@@ -131,24 +121,9 @@ class Runs:
             try:
                 return utcnow() - timedelta(seconds=seconds(since))
             except ValueError as exc:
-                raise _bad(f"since: {exc}") from None
-        raise _bad(f"since is a duration ('2h', seconds, a timedelta) or a "
+                raise BadRunFilter(f"since: {exc}") from None
+        raise BadRunFilter(f"since is a duration ('2h', seconds, a timedelta) or a "
                            f"datetime, not {since!r}")
-
-    async def _check_job(self, job: str) -> None:
-        """`UnknownBackgroundJob` for a `job` that is neither a job of the app (loaded
-        or not) nor in the history, as `list-background-job-runs` says it."""
-        from ..runs.history import job_names
-
-        registry = self._console.jobs
-        try:
-            registry.get(job)
-        except JobLoadError:
-            return
-        except UnknownBackgroundJob:
-            history = await job_names(self._console.workspace.database)
-            if job not in history:
-                raise UnknownBackgroundJob(job, sorted({*registry.names, *history})) from None
 
     async def _shown(self, rows: list[RunRow], run_filter: RunFilter) -> str:
         """The runs as `list-background-job-runs` prints them without a terminal."""
@@ -171,7 +146,7 @@ def _ids(ids: int | Iterable[int] | None) -> tuple[int, ...]:
     if isinstance(ids, int) and not isinstance(ids, bool):
         return (ids,)
     if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-        raise _bad(f"id is a run id or several, not {ids!r}")
+        raise BadRunFilter(f"id is a run id or several, not {ids!r}")
     return tuple(ids)
 
 
@@ -222,15 +197,15 @@ class CancelledRuns:
             return "cancelled no runs (none asked for was queued or running)"
         parts = []
         if self.queued:
-            parts.append(f"cancelled {_runs(self.queued)} queued")
+            parts.append(f"cancelled {_runs(self.queued, 'queued')}")
         if self.running:
-            parts.append(f"asked the bots to cancel {_runs(self.running)} running "
+            parts.append(f"asked the bots to cancel {_runs(self.running, 'running')} "
                          "(cancelled within a second or two)")
         return "; ".join(parts)
 
 
-def _runs(count: int) -> str:
-    return f"{count} run{'' if count == 1 else 's'}"
+def _runs(count: int, which: str) -> str:
+    return f"{count} {which} run{'' if count == 1 else 's'}"
 
 
 class ConsoleJob:

@@ -202,7 +202,7 @@ class Console:
         (row,) = await self.app.runner.resolve_tenants([tenant])
         if own is not None and row.id != own.id:
             raise TenantViolation(
-                f"tenant {own.name!r} may not reach the runs of tenant {row.name!r}")
+                f"the session of tenant {own.name!r} may not reach tenant {row.name!r}")
         return int(row.id)
 
     async def use_tenant(self, tenant: Any = None) -> None:
