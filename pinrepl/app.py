@@ -47,8 +47,10 @@ _CONTROL_TABLES = ("background_job_runs", "background_job_bots", "background_job
 class App:
     """An opened app. Use `async with App.open(path) as app:` or call `aclose()`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
         self.settings = settings
+        #: The database refuses every write of this app's engine (`repl --read-only`).
+        self.read_only = read_only
         self._jobs: JobRegistry | None = None
         self._models: tuple[ModuleType | None, list[type[Model]]] | None = None
         self._engine: Engine | None = None
@@ -129,7 +131,8 @@ class App:
         if self._engine is None:
             from .db import Engine  # SQLAlchemy loads on first database use
 
-            self._engine = Engine(self.settings.database_url, self.settings.root, self.models)
+            self._engine = Engine(self.settings.database_url, self.settings.root, self.models,
+                                  read_only=self.read_only)
         return self._engine
 
     def database(self, tenant_id: int | None = None) -> Database:

@@ -449,24 +449,29 @@ async def init_database(demo: bool, app_dir: Path | None) -> None:
 @click.option("--sandbox", is_flag=True,
               help="Roll back every database write of the session when it ends.")
 @click.option("--echo", is_flag=True, help="Print the SQL that runs (also echo(True)).")
+@click.option("--read-only", is_flag=True,
+              help="The database refuses every write of the session, its jobs' too.")
 @app_option
 @prompt_command
 async def repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
-               app_dir: Path | None) -> int:
+               read_only: bool, app_dir: Path | None) -> int:
     """The async REPL: `await runBackgroundJob('name')`, `await defer('name')`, `database`,
     `jobs`, the app's models, `echo(True)`, `reload()`; `exit(n)` ends it with status n.
 
     With --execute, or with a standard input that is not a terminal, the code runs through
-    the same evaluator and the exit status is 1 on an uncaught exception."""
+    the same evaluator and the exit status is 1 on an uncaught exception.
+
+    With --read-only, every write of the session (the REPL's, and the jobs' it runs or
+    defers) is refused by the database itself, as `pinrepl.ReadOnlySession`."""
     with logging_to_stderr():
-        return await _repl(code, tenant, sandbox, echo, app_dir)
+        return await _repl(code, tenant, sandbox, echo, read_only, app_dir)
 
 
 async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
-                app_dir: Path | None) -> int:
+                read_only: bool, app_dir: Path | None) -> int:
     from .console.repl import execute, session, shown_url  # only this command needs them
 
-    async with App(Settings.load(app_dir)) as app, \
+    async with App(Settings.load(app_dir), read_only=read_only) as app, \
             session(app, tenant, sandbox, echo) as console:
         if code is not None:
             return await execute(console, code, "<string>")
@@ -479,6 +484,7 @@ async def _repl(code: str | None, tenant: str | None, sandbox: bool, echo: bool,
             f"pinrepl {__version__} · app {settings.root} · "
             f"database {shown_url(settings.database_url)}"
             + (" · sandbox: writes are rolled back at exit" if sandbox else "")
+            + (" · read-only: the database refuses every write" if read_only else "")
         )
         click.echo(
             "await runBackgroundJob('name', *args) · run = await defer('name', *args) "

@@ -56,6 +56,12 @@ class DatabaseReadOnly(DatabaseUnavailable):
     """The database refuses writes (a read-only file, a read-only server)."""
 
 
+class ReadOnlySession(DatabaseReadOnly):
+    """A write refused because the session is read-only (`repl --read-only`): the database
+    itself refuses it (PostgreSQL read-only transactions, SQLite `query_only`), whether
+    the REPL or a job it runs or defers asked for it."""
+
+
 class DatabaseRefused(PinreplError):
     """The database refused a statement for a reason that trying again does not change: a
     column that differs from pinrepl's tables, a missing permission."""

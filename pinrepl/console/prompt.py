@@ -46,7 +46,7 @@ def history_path(root: Path, environ: dict[str, str] | None = None) -> Path:
 
 
 class Prompt(PromptStyle):
-    """`pinrepl > `, or `pinrepl [tenant sandbox] > `."""
+    """`pinrepl > `, or `pinrepl [tenant sandbox read-only] > `."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

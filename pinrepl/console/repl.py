@@ -12,7 +12,11 @@ queue a run for the bots from the session's workspace (its tenant), as
 What fails to load is reported once, in one line (on stderr without a prompt); each
 later use tries again and raises a fresh one-line error, and what does not need the
 failed part (jobs without models) stays usable. Shown at the prompt, `jobs` is a listing
-of each job's schedules, next and last run (`listing`, loaded when first shown).
+of each job's schedules, next and last run (`listing`, loaded when first shown);
+`jobs['x']` is the job, which `await jobs['x'].pause(reason=...)` and `.resume()` pause and
+resume for every bot, and `runs` is the run history, with `runs.retry()` and
+`runs.cancel()` (`control`). With `App(..., read_only=True)` (`repl --read-only`) the
+database refuses every write of the session; the prompt says `[read-only]`.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from ..app import App
-from ..errors import PinreplError
+from ..errors import PinreplError, TenantViolation
 from ..jobs import BackgroundJob
+from .control import ConsoleJob, Runs
 from .current import Current
 from .evaluator import Evaluator, print_exception
 
@@ -61,6 +66,7 @@ class Console:
             "defer_job": self.defer_job,
             "database": Current(lambda: self.workspace.database),
             "jobs": _Jobs(self),
+            "runs": Runs(self),
             "app": app,
             "BackgroundJob": BackgroundJob,
             "reload": self.reload,
@@ -186,6 +192,19 @@ class Console:
     def tenant(self) -> Any:
         return None if self._workspace is None else self._workspace.tenant
 
+    async def tenant_id(self, tenant: Any = None) -> int | None:
+        """The id of tenant `tenant` (an id, a name or a row), for what the session reads
+        or controls; none given: the session's tenant, if any. In a tenant's session
+        another tenant is a `TenantViolation`; `UnknownTenant` if there is none."""
+        own = self.tenant
+        if tenant is None:
+            return None if own is None else int(own.id)
+        (row,) = await self.app.runner.resolve_tenants([tenant])
+        if own is not None and row.id != own.id:
+            raise TenantViolation(
+                f"the session of tenant {own.name!r} may not reach tenant {row.name!r}")
+        return int(row.id)
+
     async def use_tenant(self, tenant: Any = None) -> None:
         """Scope `database` (and the jobs run from here) to `tenant`, or to none."""
         self.ready()
@@ -256,6 +275,8 @@ class Console:
             tags.append(str(self.tenant.name))
         if self.app.sandboxed:
             tags.append("sandbox")
+        if self.app.read_only:
+            tags.append("read-only")
         return f"pinrepl [{' '.join(tags)}] > " if tags else "pinrepl > "
 
     async def aclose(self) -> None:
@@ -288,15 +309,19 @@ class _Exit:
 
 class _Jobs(Current):
     """`jobs` in the namespace: the registry loaded now (lookup, `names`, iteration follow
-    `reload()`), shown as the console's listing, which the evaluator awaits (it reads the
-    last runs). A plain `repr()` (`print(jobs)`) cannot wait for the database: it leaves
-    the last run out."""
+    `reload()`; `jobs['x']` a `ConsoleJob`), shown as the console's listing, which the
+    evaluator awaits (it reads the last runs and the pauses). A plain `repr()`
+    (`print(jobs)`) cannot wait for the database: it leaves the last run out."""
 
     __slots__ = ("_console",)
 
     def __init__(self, console: Console) -> None:
         super().__init__(lambda: console.jobs)
         self._console = console
+
+    def __getitem__(self, name: Any) -> ConsoleJob:
+        """The job `name`, which can be paused and resumed from here."""
+        return ConsoleJob(self._console, self._get()[name])
 
     async def __pinrepl_repr__(self) -> str:
         return await self._console.jobs_listing()

@@ -4,6 +4,12 @@ Sessions are made here, already scoped to a tenant (`scope.TenantSession`). In a
 (`async with engine.sandbox():`) every session is bound to one connection whose outer
 transaction is rolled back when the block ends; sessions there take turns (`turn()`),
 since savepoints of one connection cannot interleave.
+
+A read-only engine (`Engine(..., read_only=True)`, `repl --read-only`) has the database
+itself refuse every write: each connection opens read-only (PostgreSQL's
+`default_transaction_read_only`, SQLite's `query_only`), so no code path can write, the
+facade's, `database.session`'s, raw SQL's or pinrepl's own tables' alike; each refusal is
+raised as `ReadOnlySession`, one line.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from ..errors import (
     MissingTable,
     NoDatabase,
     PinreplError,
+    ReadOnlySession,
     SandboxBusy,
 )
 from .models import Model
@@ -122,18 +129,24 @@ def first_line(exc: BaseException) -> str:
 class Engine:
     """One app's engine and tables; makes the sessions of its workspaces."""
 
-    def __init__(self, url: str, root: Path, models: Iterable[type[Model]]) -> None:
+    def __init__(self, url: str, root: Path, models: Iterable[type[Model]], *,
+                 read_only: bool = False) -> None:
         self.url = database_url(url, root)
         self.tables: dict[str, type[Model]] = {m.__tablename__: m for m in models}
+        #: Whether the database refuses every write of this engine (see the module).
+        self.read_only = read_only
         try:
-            self.engine = create_async_engine(self.url, connect_args=_connect_args(self.url))
+            self.engine = create_async_engine(
+                self.url, connect_args=_connect_args(self.url, read_only))
         except (NoSuchModuleError, InvalidRequestError, ArgumentError, ImportError) as exc:
             raise ConfigError(
                 f"cannot use database URL {self.shown_url}: {str(exc).splitlines()[0]}"
             ) from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            _sqlite_transactions(self.engine.sync_engine)
+            _sqlite_transactions(self.engine.sync_engine, read_only)
+        if read_only:
+            _refusals_in_one_line(self.engine.sync_engine)
         self._sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=TenantSession
         )
@@ -255,6 +268,8 @@ class Engine:
                 "a REPL session with --sandbox that has written, or another process)"
             )
         if code in (_SQLITE_READONLY, _PG_READ_ONLY):
+            if self.read_only:
+                return read_only_session(error)
             return DatabaseReadOnly(
                 f"database {self.shown_url} is read-only: {first_line(error)}"
             )
@@ -319,8 +334,9 @@ class Engine:
         await self.engine.dispose()
 
 
-def _sqlite_transactions(sync_engine: Any) -> None:
-    """Foreign keys, a busy timeout, and transactions that savepoints can nest in.
+def _sqlite_transactions(sync_engine: Any, read_only: bool = False) -> None:
+    """Foreign keys, a busy timeout, and transactions that savepoints can nest in; with
+    `read_only`, `query_only` (SQLite then refuses every write, `BEGIN IMMEDIATE` too).
 
     This is the recipe SQLAlchemy documents for SQLite ("Serializable isolation /
     Savepoints / Transactional DDL"): the driver's own implicit BEGIN (emitted only before
@@ -339,6 +355,8 @@ def _sqlite_transactions(sync_engine: Any) -> None:
         # it, and a read-only file cannot take it: it is then read as it is.
         with contextlib.suppress(Exception):
             cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -347,16 +365,50 @@ def _sqlite_transactions(sync_engine: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _connect_args(url: URL) -> dict[str, Any]:
-    """On PostgreSQL, a statement waiting for a lock gives up after `LOCK_TIMEOUT` instead
-    of forever.
+def _refusals_in_one_line(sync_engine: Any) -> None:
+    """A read-only engine's refused writes raised as `ReadOnlySession`, wherever they were
+    made (SQLAlchemy raises what a `handle_error` listener returns, from the driver's
+    error; `read_only_session` says the refusal)."""
 
-    It is a setting of the connection, sent when it opens: a `SET` would run inside the
+    @event.listens_for(sync_engine, "handle_error")
+    def _refused(context: Any) -> BaseException | None:
+        error = context.sqlalchemy_exception
+        if isinstance(error, DBAPIError) and refuses_writes(error):
+            return read_only_session(error)
+        return None
+
+
+def refuses_writes(error: DBAPIError) -> bool:
+    """Whether `error` is the database refusing a write as read-only (SQLite's
+    SQLITE_READONLY, PostgreSQL's read_only_sql_transaction)."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == _SQLITE_READONLY
+    return getattr(error.orig, "sqlstate", None) == _PG_READ_ONLY
+
+
+def read_only_session(error: BaseException) -> ReadOnlySession:
+    """The one line of a write a read-only session's database refused."""
+    return ReadOnlySession(
+        f"the session is read-only (--read-only): the database refused to write: "
+        f"{first_line(error)}"
+    )
+
+
+def _connect_args(url: URL, read_only: bool = False) -> dict[str, Any]:
+    """On PostgreSQL, a statement waiting for a lock gives up after `LOCK_TIMEOUT` instead
+    of forever; with `read_only`, every transaction is read-only (the server refuses every
+    write in it, SQLSTATE 25006).
+
+    They are settings of the connection, sent when it opens: a `SET` would run inside the
     driver's implicit first transaction, and the pool's first rollback would undo it.
     """
     if url.get_backend_name() != "postgresql":
         return {}
-    timeout = str(int(LOCK_TIMEOUT * 1000))  # milliseconds
+    settings = {"lock_timeout": str(int(LOCK_TIMEOUT * 1000))}  # milliseconds
+    if read_only:
+        settings["default_transaction_read_only"] = "on"
     if url.get_driver_name() == "asyncpg":
-        return {"server_settings": {"lock_timeout": timeout}}
-    return {"options": f"-c lock_timeout={timeout}"}  # libpq's drivers (psycopg)
+        return {"server_settings": settings}
+    # libpq's drivers (psycopg)
+    return {"options": " ".join(f"-c {name}={value}" for name, value in settings.items())}

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import attributes
 
-from ..errors import TenantViolation, UnknownColumn, UnknownTable, suggest
+from ..errors import ReadOnlySession, TenantViolation, UnknownColumn, UnknownTable, suggest
 from .models import DATABASE_KEY, Model, Tenant
 from .scope import FACADE, tenant_filter
 
@@ -125,6 +125,8 @@ class Database:
             if explained is None:
                 raise
             raise explained from None
+        except ReadOnlySession as exc:  # raised here, as one line: the driver's refusal
+            raise exc.with_traceback(None) from None  # is in its message, not its frames
 
     # -- records --
 

@@ -5,7 +5,8 @@
 A recorded run is a `running` row held by no bot from its start (peers never abandon it:
 no bot's lease covers the calling process) and ends with its outcome; a fan-out is a row
 whose tenants' rows point to it. A database without pinrepl's tables, or with tables of
-another version, runs them unrecorded, with one warning; an app without a database (no
+another version, or a read-only one (or session: `repl --read-only`), runs them unrecorded,
+with one warning; an app without a database (no
 SQLite file yet) runs them unrecorded and says nothing.
 
 A recorded run of a paused job (SPEC 9) still runs, the caller asked for it: one warning
@@ -119,6 +120,9 @@ class Recorder:
 
             try:
                 self._repository = self._repository_of()
+                if self._repository.engine.read_only:  # its database refuses every write
+                    self._unsaid, self._usable = "the session is read-only (--read-only)", False
+                    return False
                 await check_version(self._repository.engine)
                 self._usable = True
             except ConfigError:  # the models file does not load: said when it was loaded
