@@ -6,6 +6,12 @@ runner gets the registry and a way to open a database, a workspace gets its tena
 database opener and the runner's `run_job`. `aclose()` disposes of the engine and takes
 back what loading added to the interpreter's imports (the app folder on `sys.path`, the
 job modules).
+
+Control (SPEC 9) is here too, for the CLI, the REPL and the dashboard alike: pausing and
+resuming jobs, retrying and cancelling runs, listing runs and bots. Each checks what it is
+given (an unknown job is `UnknownBackgroundJob`, an unknown tenant `UnknownTenant`, a bad
+filter `BadRunFilter`: nothing changes) and the tables' version, then runs the
+repository's statements.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .defer import Deferrer
-from .errors import ConfigError
+from .errors import ConfigError, JobLoadError, UnknownBackgroundJob
 from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
 from .runs.record import Origin
@@ -27,9 +33,10 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from .db import Database, Engine, Model, Tenant
+    from .runs.control import BotRow, Cancelled, Pause, RunFilter
     from .runs.deferred import DeferredRun
     from .runs.recorder import Recorder
-    from .runs.repository import Repository
+    from .runs.repository import Repository, RunRow
 
 
 class App:
@@ -226,6 +233,106 @@ class App:
         return await Deferrer(self.runner, lambda: self.repository).defer_job(
             name, args, kwargs, at=at, delay=delay, tenants=tenants, key=key,
             priority=priority, timeout=timeout, caller=caller)
+
+    # -- control (SPEC 9) -----------------------------------------------------------------
+
+    async def pause_job(self, name: str, *, tenants: Iterable[Any] | None = None,
+                        reason: str | None = None) -> None:
+        """Pause job `name` (with `tenants`: those tenants' runs of it only), for `reason`:
+        every bot sees it within a second. Its slots are recorded `skipped` (`paused:
+        REASON`), its other queued runs wait until it is resumed; in-process runs still
+        run, with a note. Pausing a paused job again changes only its reason (if given)."""
+        self._check_job(name)
+        tenant_ids = await self._tenant_ids(tenants)
+        repository = await self._control()
+        from .db.models import utcnow
+
+        await repository.pause(name, tenant_ids, reason, utcnow())
+
+    async def resume_job(self, name: str, *, tenants: Iterable[Any] | None = None) -> int:
+        """Lift the pauses of job `name`: every one of it (its tenants' too), or with
+        `tenants` only those tenants'; how many were lifted. The runs that waited start."""
+        tenant_ids = await self._tenant_ids(tenants)
+        repository = await self._control()
+        if not self._names_a_job(name) and not await repository.pauses(name):
+            self._check_job(name)  # raises, suggesting names
+        return await repository.resume(name, tenant_ids)
+
+    async def pauses(self) -> list[Pause]:
+        """Every pause in force, by job then tenant."""
+        return await (await self._control()).pauses()
+
+    async def retry_runs(self, filter: RunFilter) -> list[int]:
+        """Queue a new try of each run of `filter` that did not succeed (`failed`,
+        `timed_out`, `abandoned`, `cancelled`) and has no later try: same job, arguments
+        and tenant, origin `defer`, due now; the new runs' ids. A fan-out's try is one of
+        each of its tenants that did not succeed."""
+        repository = await self._control()
+        await self._check_filter(repository, filter)
+        from .db.models import utcnow
+
+        return await repository.retry(filter, utcnow())
+
+    async def cancel_runs(self, filter: RunFilter) -> Cancelled:
+        """Cancel the runs of `filter` (without a status: those queued or running): queued,
+        `cancelled` at once; running, cancelled by their bots within a second or two
+        (their workspaces torn down) and recorded `cancelled`."""
+        repository = await self._control()
+        await self._check_filter(repository, filter)
+        from .db.models import utcnow
+
+        return await repository.cancel(filter, utcnow())
+
+    async def list_runs(self, filter: RunFilter, *, limit: int = 50,
+                        before: int | None = None) -> list[RunRow]:
+        """The runs of `filter`, newest first: at most `limit`, older than run `before`
+        (the last one of the page before) if given."""
+        repository = await self._control()
+        runs = await repository.list_runs(filter, limit=limit, before=before)
+        if not runs and before is None:
+            await self._check_filter(repository, filter)
+        return runs
+
+    async def get_run(self, run_id: int) -> RunRow | None:
+        """Run `run_id`'s row (None: no such run, or deleted by retention)."""
+        return await (await self._control()).get(run_id)
+
+    async def bots(self) -> list[BotRow]:
+        """The bots that are up (or not yet found dead) with their running runs."""
+        return await (await self._control()).bots()
+
+    async def _control(self) -> Repository:
+        from .runs.migrate import check_version
+
+        await check_version(self.engine)
+        return self.repository
+
+    def _names_a_job(self, name: str) -> bool:
+        """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
+        try:
+            self.jobs.get(name)
+        except UnknownBackgroundJob:
+            return False
+        except JobLoadError:
+            pass
+        return True
+
+    def _check_job(self, name: str) -> None:
+        if not self._names_a_job(name):
+            raise UnknownBackgroundJob(name, self.jobs.names)
+
+    async def _check_filter(self, repository: Repository, filter: RunFilter) -> None:
+        """`UnknownBackgroundJob` for a filter's job that is neither the app's nor in the
+        history."""
+        job = filter.job
+        if job is not None and not self._names_a_job(job) and not await repository.has_job(job):
+            raise UnknownBackgroundJob(job, self.jobs.names)
+
+    async def _tenant_ids(self, tenants: Iterable[Any] | None) -> list[int] | None:
+        if tenants is None:
+            return None
+        refs = list(tenants)
+        return [t.id for t in await self.runner.resolve_tenants(refs)] if refs else None
 
     async def aclose(self) -> None:
         try:

@@ -104,8 +104,17 @@ class UnknownBackgroundJob(PinreplError, LookupError):
         return self.args[0]
 
 
+#: The name issue 14's API uses (coord/API.md) for the same error.
+UnknownJob = UnknownBackgroundJob
+
+
 class BadJobArguments(PinreplError, TypeError):
     """The arguments do not fit the job's `run()` signature."""
+
+
+class BadRunFilter(PinreplError, ValueError):
+    """A filter of runs that cannot be used (SPEC 9): an unknown status or origin, run ids
+    given with the other filters, a `since` without a timezone."""
 
 
 class JobDefinitionError(PinreplError):

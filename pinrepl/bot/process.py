@@ -48,7 +48,7 @@ from ..db.engine import DATABASE_ERRORS, first_line, is_outage
 from ..db.models import utcnow
 from ..errors import BadJobArguments, DatabaseRefused, DatabaseUnavailable, PinreplError
 from ..runner import check_arguments
-from ..runs.repository import CHANNEL, RunRow
+from ..runs.repository import CHANNEL, CONTROL, RunRow
 from ..runs.status import Status
 from . import JOB_FAILURE, counted
 from .events import (
@@ -145,6 +145,7 @@ class Bot:
             # connection of its own to LISTEN on.
             listener = None if self.app.engine.is_sqlite or once else asyncio.create_task(
                 self._listen())
+            cancels = asyncio.create_task(self._worker.watch_cancels())  # SPEC 9
             try:
                 await self._write_slots()
                 # A first beat before any claim: what dead bots left is queued again (or
@@ -160,6 +161,7 @@ class Bot:
             finally:
                 if listener is not None:
                     listener.cancel()
+                cancels.cancel()
                 self._results.stop()
                 await asyncio.wait({writer}, timeout=5.0)  # a write under way ends first
                 writer.cancel()  # unless the database hangs
@@ -299,10 +301,12 @@ class Bot:
                         return
                     lost = asyncio.Event()
                     await driver.add_listener(CHANNEL, lambda *_: self._worker.wake())
+                    # Pauses, resumes and cancels (SPEC 9): claim now, look for cancels.
+                    await driver.add_listener(CONTROL, lambda *_: self._worker.control())
                     driver.add_termination_listener(lambda *_, lost=lost: lost.set())
                     self._set_poll(POLL_LISTENING)
-                    log.info("listening for deferred runs (LISTEN %s; polling every %g s "
-                             "as well)", CHANNEL, POLL_LISTENING)
+                    log.info("listening for deferred runs (LISTEN %s, %s; polling every %g "
+                             "s as well)", CHANNEL, CONTROL, POLL_LISTENING)
                     self._worker.wake()  # what was deferred while not listening
                     await lost.wait()
             except asyncio.CancelledError:

@@ -19,6 +19,12 @@ What a claimed row is decides what happens to it:
 Between claims the worker sleeps until woken (a deferred run's notification, a run that
 ended, the scheduler's new slots) or until the next queued run is due, at most `poll`
 seconds: polling stays as the safety net.
+
+Control (SPEC 9): pauses need nothing here (the claim leaves a paused job's runs queued,
+and its slots are written `skipped`). A cancel asked of a running run (`cancel-runs`) is
+found by `watch_cancels`: woken by the control notification (PostgreSQL), else every `poll`
+seconds, and only while this bot runs something (an idle bot reads nothing for it); the
+run's task is cancelled, its workspace torn down, and it is recorded `cancelled`.
 """
 
 from __future__ import annotations
@@ -103,6 +109,12 @@ class Worker:
         self._running_here: Counter[tuple[str, str, int | None]] = Counter()
         #: How this bot's own runs ended, by status.
         self.outcomes: Counter[str] = Counter()
+        #: The tasks running job code, by run id (a cancel asked of one cancels it).
+        self._cancellable: dict[int, asyncio.Task[None]] = {}
+        #: The runs cancelled because their cancel was asked.
+        self._cancel_asked: set[int] = set()
+        #: Set by the control notification: look for cancels asked now.
+        self._control = asyncio.Event()
 
     @property
     def running(self) -> int:
@@ -110,6 +122,34 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def control(self) -> None:
+        """A control notification (pause, resume, cancel): claim, and look for cancels."""
+        self._control.set()
+        self._wake.set()
+
+    # -- cancels asked (SPEC 9) ---------------------------------------------------------------
+
+    async def watch_cancels(self) -> None:
+        """Cancel the runs of this bot whose cancel was asked, until cancelled: a look when
+        notified, else every `poll` seconds while this bot runs job code."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll):
+                    await self._control.wait()
+            self._control.clear()
+            if not self._cancellable:
+                continue
+            try:
+                asked = await self._repository.cancels_asked(self._bot)
+            except DATABASE_ERRORS:
+                continue  # the outage is the others' to report; look again later
+            for run_id in sorted(asked - self._cancel_asked):
+                task = self._cancellable.get(run_id)
+                if task is not None:
+                    log.info("cancelling run %d: its cancel was asked", run_id)
+                    self._cancel_asked.add(run_id)
+                    task.cancel()
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -295,7 +335,7 @@ class Worker:
             self._by_parent[row.parent_id] += 1
             self._parent_jobs[row.parent_id] = row.job
         self._running_here[(row.job, row.args_hash, row.tenant_id)] += 1
-        self._start(row, self._execute(row, spec, tenant, arguments))
+        self._cancellable[row.id] = self._start(row, self._execute(row, spec, tenant, arguments))
 
     async def _busy(self, run: RunRow, spec: JobSpec, now: datetime) -> set[int | None]:
         """The tenants (None: no tenant) of `run`'s (job, arguments) whose earlier slot still
@@ -325,16 +365,20 @@ class Worker:
                 log.warning("put back %s that a claim cut off by the outage had taken",
                             counted(lost, "queued run"))
 
-    def _start(self, row: RunRow, work: Any) -> None:
+    def _start(self, row: RunRow, work: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._drained.clear()
         self._tasks.add(task)
         self._executing[task] = row.id
         task.add_done_callback(self._ended)
+        return task
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._executing.pop(task, None)
+        run_id = self._executing.pop(task, None)
+        if run_id is not None and self._cancellable.get(run_id) is task:
+            del self._cancellable[run_id]
+            self._cancel_asked.discard(run_id)
         self._freed = True
         self._wake.set()
         if not self._tasks:
@@ -397,7 +441,9 @@ class Worker:
         try:
             await self._runner.run_once(spec, args, kwargs, tenant, run=run, timeout=timeout)
         except asyncio.CancelledError:
-            status, error = Status.CANCELLED, "cancelled: the bot stopped before the run ended"
+            status, error = Status.CANCELLED, (
+                "cancelled: asked to (cancel-runs)" if row.id in self._cancel_asked
+                else "cancelled: the bot stopped before the run ended")
             raise
         except Exception as exc:
             status, error, failure = status_of(exc), f"{type(exc).__name__}: {exc}", exc

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..db.models import utcnow
 from ..errors import BackgroundJobFailed, RunFailed
+from .control import RunFilter
 from .repository import Repository, RunRow
 from .status import FINAL, Status
 
@@ -87,9 +88,12 @@ class DeferredRun:
         progress(total - live, total - live - ok, total)
 
     async def cancel(self) -> bool:
-        """Cancel the run if it is still queued (a fan-out: its tenant runs still queued);
-        whether it was."""
-        return await self._repository.cancel_queued(self.id, utcnow())
+        """Cancel the run (SPEC 9): still queued, it is `cancelled` at once; running, its
+        bot cancels it within a second or two (its workspace torn down) and records it
+        `cancelled`; a fan-out's tenant runs go with it. Whether there was anything to
+        cancel (False: it had ended, or its cancel was asked already)."""
+        done = await self._repository.cancel(RunFilter(ids=(self.id,)), utcnow())
+        return done.total > 0
 
 
 def run_failed(row: RunRow) -> RunFailed:

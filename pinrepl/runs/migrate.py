@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..db.engine import IMMEDIATE, Engine
 from ..errors import MissingTable, TablesOutdated
-from .tables import BOTS, RUNS
+from .tables import BOTS, PAUSES, RUNS
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 VERSION_TABLE = "pinrepl_alembic_version"
 #: Every revision in `migrations/versions`, oldest first (a test checks them against it):
 #: listed here so that `check_version` needs no Alembic.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 SCRIPTS = Path(__file__).with_name("migrations")
 
@@ -55,7 +55,7 @@ async def upgrade(engine: Engine, echo: Callable[[str], Any]) -> None:
         async with source.connect() as conn:
             echo(await conn.run_sync(_upgrade))
     except DBAPIError as exc:  # a lock held past the lock timeout, say: one line
-        problem = await engine.explain(exc, [RUNS.name, BOTS.name])
+        problem = await engine.explain(exc, [RUNS.name, BOTS.name, PAUSES.name])
         raise problem or exc from None
     _CURRENT.add(engine)
 
@@ -73,6 +73,7 @@ async def check_version(engine: Engine) -> None:
         problem = await engine.explain(exc, [VERSION_TABLE])
         if not isinstance(problem, MissingTable):
             raise problem or exc from None
+        # The tables of every version (0.1.0 had no version table).
         missing = [t.name for t in (RUNS, BOTS) if not await engine.has_table(t.name)]
         if missing:
             raise MissingTable(missing) from None
@@ -122,9 +123,12 @@ def _upgrade(connection: Connection) -> str:
 
 def _unversioned(connection: Connection) -> str:
     """The revision of tables that have no version table: pinrepl 0.1.0's (`0001`), or,
-    made by `create_all` of this pinrepl's models, `HEAD`."""
+    made by `create_all` of a later pinrepl's models, that pinrepl's (`0002`: 0.2.0's;
+    `HEAD`)."""
     columns = {c["name"] for c in inspect(connection).get_columns(RUNS.name)}
-    return HEAD if "args_hash" in columns else REVISIONS[0]
+    if "cancel_requested_at" in columns:
+        return HEAD
+    return "0002" if "args_hash" in columns else REVISIONS[0]
 
 
 def _config(connection: Connection) -> Config:

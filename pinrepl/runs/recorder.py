@@ -7,6 +7,9 @@ no bot's lease covers the calling process) and ends with its outcome; a fan-out 
 whose tenants' rows point to it. A database without pinrepl's tables, or with tables of
 another version, runs them unrecorded, with one warning; an app without a database (no
 SQLite file yet) runs them unrecorded and says nothing.
+
+A recorded run of a paused job (SPEC 9) still runs, the caller asked for it: one warning
+line says it is paused, and why.
 """
 
 from __future__ import annotations
@@ -67,7 +70,27 @@ class Recorder:
                 raise explained or exc from None
             self._unsaid, self._usable = str(explained), False  # a read-only replica, say
             return None
+        if parent_id is None:
+            await self._note_paused(job, tenant_id)
         return row.as_run()
+
+    async def _note_paused(self, job: str, tenant_id: int | None) -> None:
+        """Say, in one line, that `job` (for `tenant_id`, or any of its tenants for a
+        fan-out) is paused, when it is: it runs anyway."""
+        assert self._repository is not None
+        pauses = [p for p in await self._repository.pauses(job)
+                  if p.tenant_id is None or tenant_id is None or p.tenant_id == tenant_id]
+        if not pauses:
+            return
+        whole = next((p for p in pauses if p.tenant_id is None), None)
+        shown = pauses if whole is None else [whole]
+        reasons = sorted({p.reason for p in shown if p.reason})
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        where = "" if whole is not None else " for " + (
+            "tenant " if len(shown) == 1 else "tenants ") + ", ".join(
+            str(p.tenant_id) for p in shown)
+        log.warning("background job %r is paused%s%s: it runs anyway, as asked (pinrepl "
+                    "resume-job --name %s lifts the pause)", job, where, why, job)
 
     async def ended(self, run: Run | None, error: BaseException | None, status: str) -> None:
         """Record how `run` ended (`status`; `error` for a run that did not succeed). For a

@@ -1,7 +1,15 @@
 """Every statement on pinrepl's tables, in one object, as procrastinate's job manager holds
 its own: deferring, the scheduler's slots, claiming, expanding a fan-out, finishing (with
-the retries), abandoning the runs of dead bots, retention, the bots' heartbeats, and the
-reads the bot and `DeferredRun` need. The listings read through the facade (`history`).
+the retries), abandoning the runs of dead bots, retention, the bots' heartbeats, the
+reads the bot and `DeferredRun` need, and control (SPEC 9: pauses, retrying and cancelling
+runs, the run listing by `RunFilter`, the bots that are up). The jobs overview reads its
+last runs through the facade (`history`).
+
+Pauses are honoured by the statements themselves, so every bot sees one as soon as it is
+committed: a paused job's slots are inserted `skipped` (`enqueue_slots`; a scheduled
+fan-out's paused tenants at `expand`), and the claim leaves the queued runs of a paused
+job or tenant where they are. A cancel asked of a running run is a mark
+(`cancel_requested_at`) its bot looks for (`cancels_asked`).
 
 Each write is one short transaction (`Engine.begin`: on SQLite `BEGIN IMMEDIATE`, in a
 sandbox a savepoint of its connection). Claims on PostgreSQL lock the rows they take with
@@ -24,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
+    and_,
     bindparam,
     delete,
     exists,
@@ -41,12 +50,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..db import Engine
 from ..db.models import utcnow
+from .control import BotRow, Cancelled, Pause, RunFilter, paused_error
 from .record import Origin, Run, args_hash, decode_args, encode_args
-from .status import LIVE, Status
-from .tables import BOTS, RUNS
+from .status import LIVE, UNSUCCESSFUL, Status
+from .tables import BOTS, PAUSES, RUNS
 
 #: The PostgreSQL channel a deferring transaction notifies; the bots listen on it.
 CHANNEL = "pinrepl_runs"
+#: The channel of control (pause, resume, cancel: SPEC 9); the bots listen on it too.
+CONTROL = "pinrepl_control"
 
 _LIVE = [str(status) for status in LIVE]
 _OK = [str(Status.SUCCEEDED), str(Status.SKIPPED)]
@@ -79,6 +91,7 @@ class RunRow:
     not_before: datetime
     traceback: str | None
     retry_of: int | None = None
+    cancel_requested_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Row[Any]) -> RunRow:
@@ -249,7 +262,9 @@ class Repository:
             return []
         statement = self._insert(RUNS).on_conflict_do_nothing().returning(*self._returning)
         async with self.engine.begin() as conn:
-            rows = await conn.execute(statement, [slot.values(now) for slot in slots])
+            paused = await _paused_jobs(conn, {slot.job for slot in slots})
+            values = [_skipped_if_paused(slot.values(now), paused) for slot in slots]
+            rows = await conn.execute(statement, values)
             return [RunRow.of(row) for row in rows]
 
     async def last_slots(self) -> dict[str, datetime]:
@@ -358,9 +373,18 @@ class Repository:
             values: dict[str, Any] = {"bot": None} if tenants else {
                 "status": str(Status.SUCCEEDED), "finished_at": now,
                 "error": "no tenants selected"}
-            if not (await conn.execute(update(RUNS).where(*mine).values(**values))).rowcount:
+            held = (await conn.execute(update(RUNS).where(*mine).values(**values).returning(
+                RUNS.c.cancel_requested_at))).first()
+            if held is None:
                 return None
             await self._insert_children(conn, fan_out, tenants, now)
+            if held.cancel_requested_at is not None:  # cancel-runs came while it expanded
+                await conn.execute(update(RUNS).where(
+                    RUNS.c.parent_id == fan_out.id, _IS_QUEUED).values(
+                    status=str(Status.CANCELLED), finished_at=now,
+                    error="cancelled: asked to (cancel-runs)"))
+                await self._end_fan_outs(conn, [fan_out.id], now)
+                return 0
             busy = [t for t in dict.fromkeys(skipped) if t in set(tenants)]
             if busy:
                 await conn.execute(
@@ -368,8 +392,10 @@ class Repository:
                                        RUNS.c.tenant_id.in_(busy))
                     .values(status=str(Status.SKIPPED), finished_at=now,
                             error="skipped: the run of an earlier slot is still running"))
+            paused = await self._skip_paused_tenants(conn, fan_out, tenants, busy, now)
+            if busy or paused:
                 await self._end_fan_outs(conn, [fan_out.id], now)  # all of them, maybe
-        return len(tenants) - len(busy) if tenants else 0
+        return len(tenants) - len(busy) - paused if tenants else 0
 
     async def _insert_children(self, conn: AsyncConnection | AsyncSession, fan_out: RunRow,
                                tenants: Sequence[int], now: datetime) -> None:
@@ -427,12 +453,12 @@ class Repository:
             return ended
         # Locked (PostgreSQL): of two bots ending its last tenants at once, the last sees
         # all. An in-process fan-out is its caller's to end: not counted here, per tenant.
-        held = select(RUNS.c.id).where(
+        held = select(RUNS.c.id, RUNS.c.cancel_requested_at).where(
             RUNS.c.id.in_(sorted(parents)), RUNS.c.status == Status.RUNNING,
             RUNS.c.origin.in_(_BOTS_RUN)).order_by(RUNS.c.id)
         if self._postgres:
             held = held.with_for_update()
-        for parent in (await conn.scalars(held)).all():
+        for parent, cancel_asked in (await conn.execute(held)).all():
             live = await conn.execute(select(exists().where(
                 RUNS.c.parent_id == parent, RUNS.c.status.in_(_LIVE))))
             if live.scalar():
@@ -441,6 +467,8 @@ class Repository:
             failed = sum(n for status, n in counts.items() if status not in _OK)
             total = sum(counts.values())
             status = Status.FAILED if failed else Status.SUCCEEDED
+            if failed and cancel_asked is not None:  # cancel-runs stopped it (SPEC 9)
+                status = Status.CANCELLED
             done = await conn.execute(
                 update(RUNS).where(RUNS.c.id == parent, RUNS.c.status == Status.RUNNING)
                 .values(status=str(status), finished_at=now,
@@ -557,17 +585,210 @@ class Repository:
         async with self._reading() as conn:
             return await self._last_tries(conn, parent)
 
-    async def cancel_queued(self, run_id: int, now: datetime) -> bool:
-        """Cancel a run still queued (a fan-out: with its queued tenant runs)."""
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(RUNS).where(
-                    or_(RUNS.c.id == run_id, RUNS.c.parent_id == run_id),
-                    RUNS.c.status == Status.QUEUED)
-                .values(status=str(Status.CANCELLED), finished_at=now, error="cancelled"))
-            await self._end_fan_outs(conn, [run_id], now)  # its tenants may all have ended
-            return bool(done.rowcount)
+    # -- control (SPEC 9) ------------------------------------------------------------------
 
+    async def pause(self, job: str, tenant_ids: Sequence[int] | None, reason: str | None,
+                    now: datetime) -> None:
+        """Pause `job` (with `tenant_ids`: those tenants' runs of it only); a pause in force
+        keeps its `since` and takes the new reason, if one is given. Its queued scheduled
+        runs are recorded `skipped` at once (a slot does not wait for a resume); the bots
+        are told."""
+        targets: list[int | None] = list(dict.fromkeys(tenant_ids)) if tenant_ids else [None]
+        async with self.engine.begin() as conn:
+            for tenant in targets:
+                this = (PAUSES.c.job == job, _same_tenant(PAUSES.c.tenant_id, tenant))
+                held = (await conn.execute(select(PAUSES.c.id).where(*this))).first()
+                if held is None:
+                    await conn.execute(self._insert(PAUSES).values(
+                        job=job, tenant_id=tenant, reason=reason, since=now
+                    ).on_conflict_do_nothing())
+                elif reason is not None:  # without a new reason, the old one stays
+                    await conn.execute(update(PAUSES).where(PAUSES.c.id == held.id).values(
+                        reason=reason))
+            reasons = {t: r for t, r in await conn.execute(
+                select(PAUSES.c.tenant_id, PAUSES.c.reason).where(PAUSES.c.job == job))}
+            error = paused_error(reasons.get(targets[0]))
+            skip = [_IS_QUEUED, RUNS.c.job == job, RUNS.c.origin == Origin.SCHEDULE]
+            if tenant_ids:
+                skip.append(RUNS.c.tenant_id.in_([t for t in targets if t is not None]))
+            skipped = await conn.execute(
+                update(RUNS).where(*skip)
+                .values(status=str(Status.SKIPPED), finished_at=now, error=error)
+                .returning(RUNS.c.parent_id))
+            await self._end_fan_outs(conn, {p for (p,) in skipped if p is not None}, now)
+            await self._tell(conn, CONTROL, f"pause {job}")
+
+    async def resume(self, job: str, tenant_ids: Sequence[int] | None) -> int:
+        """Lift the pauses of `job` (with `tenant_ids`: only those tenants'; without: every
+        pause of the job, its tenants' too); how many. The bots are woken: the runs that
+        waited are claimed now."""
+        where = [PAUSES.c.job == job]
+        if tenant_ids is not None:
+            where.append(PAUSES.c.tenant_id.in_(list(tenant_ids)))
+        async with self.engine.begin() as conn:
+            lifted = (await conn.execute(delete(PAUSES).where(*where))).rowcount
+            if lifted:
+                await self._tell(conn, CHANNEL, job)
+                await self._tell(conn, CONTROL, f"resume {job}")
+        return int(lifted)
+
+    async def has_job(self, job: str) -> bool:
+        """Whether `job` has runs in the history, or a pause."""
+        statement = select(exists().where(RUNS.c.job == job) | exists().where(
+            PAUSES.c.job == job))
+        async with self._reading() as conn:
+            return bool((await conn.execute(statement)).scalar())
+
+    async def pauses(self, job: str | None = None) -> list[Pause]:
+        """The pauses in force (of `job` only, if given), by job then tenant."""
+        statement = select(PAUSES.c.job, PAUSES.c.tenant_id, PAUSES.c.reason,
+                           PAUSES.c.since).order_by(PAUSES.c.job, PAUSES.c.tenant_id.nulls_first())
+        if job is not None:
+            statement = statement.where(PAUSES.c.job == job)
+        async with self._reading() as conn:
+            return [Pause(*row) for row in await conn.execute(statement)]
+
+    async def retry(self, which: RunFilter, now: datetime) -> list[int]:
+        """Queue a new try (origin `defer`, due now, same job, arguments, tenant and slot) of
+        each run of `which` that did not succeed and was not tried again since; a fan-out
+        stands for its tenants that did not succeed (itself, when it has none: its
+        `tenants_filter` failed), and is running again until they have ended. The new runs'
+        ids."""
+        unsuccessful = [str(s) for s in UNSUCCESSFUL]
+        if which.status is not None and which.status not in unsuccessful:
+            return []
+        where = [*_matching(which, RUNS), RUNS.c.status.in_(unsuccessful), _not_retried()]
+        async with self.engine.begin() as conn:
+            found = [RunRow.of(row) for row in await conn.execute(
+                select(RUNS).where(*where).order_by(RUNS.c.id))]
+            fan_outs = [r.id for r in found if r.is_fan_out]
+            tenants: dict[int, list[RunRow]] = {}
+            if fan_outs:
+                for row in await conn.execute(select(RUNS).where(
+                        RUNS.c.parent_id.in_(fan_outs), RUNS.c.status.in_(unsuccessful),
+                        _is_last_try()).order_by(RUNS.c.id)):
+                    tenant_run = RunRow.of(row)
+                    tenants.setdefault(tenant_run.parent_id or 0, []).append(tenant_run)
+            chosen: dict[int, RunRow] = {}
+            for run in found:
+                for each in tenants.get(run.id, [run]):
+                    chosen.setdefault(each.id, each)
+            if not chosen:
+                return []
+            parents = await self._reopen_fan_outs(
+                conn, {r.parent_id for r in chosen.values() if r.parent_id is not None})
+            new = [_next_try(run, now, run.parent_id if run.parent_id in parents else None)
+                   for run in chosen.values()]
+            ids = [row.id for row in await conn.execute(
+                insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True), new)]
+            await self._tell(conn, CHANNEL, "retry")
+        return ids
+
+    async def _reopen_fan_outs(self, conn: AsyncConnection, parents: set[int]) -> set[int]:
+        """Make the bots' fan-outs among `parents` `running` again (held by no bot), so that
+        they end when their retried tenants have (`_end_fan_outs`); the ids of those. An
+        in-process fan-out is its caller's: its tenants' new tries stand alone."""
+        if not parents:
+            return set()
+        reopened = await conn.execute(
+            update(RUNS).where(RUNS.c.id.in_(sorted(parents)), RUNS.c.origin.in_(_BOTS_RUN))
+            .values(status=str(Status.RUNNING), finished_at=None, error=None, bot=None,
+                    cancel_requested_at=None)
+            .returning(RUNS.c.id))
+        return {run_id for (run_id,) in reopened}
+
+    async def cancel(self, which: RunFilter, now: datetime) -> Cancelled:
+        """Cancel the queued runs of `which` at once (`cancelled`) and mark its running ones
+        (`cancel_requested_at`) for their bots, which cancel them; a fan-out's tenant runs
+        go with it. Without a status, `which` means its runs still queued or running; runs
+        made in a calling process (`cli`, `repl`, `app`) are their caller's and are left."""
+        matched = [*_matching(which, RUNS)]
+        target = RUNS.alias("target")
+        of_target = [*_matching(which, target)]
+        if which.status is None:
+            matched.append(RUNS.c.status.in_(_LIVE))
+            of_target.append(target.c.status.in_(_LIVE))
+        ours = or_(and_(*matched), RUNS.c.parent_id.in_(select(target.c.id).where(*of_target)))
+        async with self.engine.begin() as conn:
+            queued = (await conn.execute(
+                update(RUNS).where(_IS_QUEUED, ours)
+                .values(status=str(Status.CANCELLED), finished_at=now,
+                        error="cancelled: asked to (cancel-runs)")
+                .returning(RUNS.c.parent_id))).all()
+            running = (await conn.execute(
+                update(RUNS).where(RUNS.c.status == Status.RUNNING,
+                                   RUNS.c.cancel_requested_at.is_(None),
+                                   RUNS.c.origin.in_(_BOTS_RUN), ours)
+                .values(cancel_requested_at=now)
+                .returning(RUNS.c.id, RUNS.c.parent_id, RUNS.c.bot))).all()
+            parents = {p for (p,) in queued if p is not None}
+            parents |= {r.parent_id for r in running if r.parent_id is not None}
+            parents |= {r.id for r in running if r.bot is None}  # a fan-out's own row
+            await self._end_fan_outs(conn, parents, now)
+            if running:
+                await self._tell(conn, CONTROL, "cancel")
+        return Cancelled(len(queued), sum(1 for r in running if r.bot is not None))
+
+    async def cancels_asked(self, bot: str) -> set[int]:
+        """The running runs of `bot` whose cancel was asked (a read of a partial index of
+        the asked ones only)."""
+        statement = select(RUNS.c.id).where(
+            RUNS.c.bot == bot, RUNS.c.cancel_requested_at.is_not(None),
+            RUNS.c.status == literal_column(f"'{Status.RUNNING}'"))
+        async with self._reading() as conn:
+            return set((await conn.scalars(statement)).all())
+
+    async def list_runs(self, which: RunFilter, *, limit: int = 50, before: int | None = None
+                        ) -> list[RunRow]:
+        """The runs of `which`, newest first (by id): at most `limit`, those older than run
+        `before` (the last of the page before) if given."""
+        statement = select(RUNS).where(*_matching(which, RUNS))
+        if before is not None:
+            statement = statement.where(RUNS.c.id < before)
+        statement = statement.order_by(RUNS.c.id.desc()).limit(limit)
+        async with self._reading() as conn:
+            return [RunRow.of(row) for row in await conn.execute(statement)]
+
+    async def bots(self) -> list[BotRow]:
+        """The bots registered (up, or not yet found dead), oldest first, with their
+        running runs."""
+        async with self._reading() as conn:
+            bots = (await conn.execute(select(BOTS).order_by(BOTS.c.started_at))).all()
+            running: dict[str, list[RunRow]] = {}
+            if bots:
+                for row in await conn.execute(select(RUNS).where(
+                        RUNS.c.status == Status.RUNNING,
+                        RUNS.c.bot.in_([bot.id for bot in bots])).order_by(RUNS.c.id)):
+                    run = RunRow.of(row)
+                    running.setdefault(run.bot or "", []).append(run)
+        return [BotRow(b.id, b.host, b.pid, b.started_at, b.beat_at, running.get(b.id, []))
+                for b in bots]
+
+    async def _skip_paused_tenants(self, conn: AsyncConnection, fan_out: RunRow,
+                                   tenants: Sequence[int], busy: Sequence[int],
+                                   now: datetime) -> int:
+        """A scheduled fan-out's tenant runs of paused tenants are `skipped` (a deferred
+        one's wait: the claim leaves them); how many."""
+        if fan_out.origin != Origin.SCHEDULE or not tenants:
+            return 0
+        pauses = {tenant: reason for tenant, reason in await conn.execute(
+            select(PAUSES.c.tenant_id, PAUSES.c.reason).where(PAUSES.c.job == fan_out.job))}
+        count = 0
+        for tenant in dict.fromkeys(tenants):
+            if tenant in busy or (tenant not in pauses and None not in pauses):
+                continue
+            reason = pauses[tenant] if tenant in pauses else pauses[None]
+            await conn.execute(update(RUNS).where(
+                RUNS.c.parent_id == fan_out.id, RUNS.c.tenant_id == tenant, _IS_QUEUED
+            ).values(status=str(Status.SKIPPED), finished_at=now, error=paused_error(reason)))
+            count += 1
+        return count
+
+    async def _tell(self, conn: AsyncConnection, channel: str, payload: str) -> None:
+        """Notify the bots on `channel` when the transaction commits (PostgreSQL; SQLite's
+        bots poll)."""
+        if self._postgres:
+            await conn.execute(select(func.pg_notify(channel, payload[:7000])))
 
 def _inserted(run_id: int, values: dict[str, Any]) -> RunRow:
     """The row just inserted with `values`, as the database gives it back (instants in
@@ -610,6 +831,7 @@ def _claim_statement(of_parent: bool, excluding: bool) -> Any:
     if excluding:
         where.append(or_(RUNS.c.parent_id.is_(None),
                          RUNS.c.parent_id.not_in(bindparam("excluded", expanding=True))))
+    where.append(_NOT_PAUSED)  # control (SPEC 9): a paused job's or tenant's runs wait
     candidates = (
         select(RUNS.c.id).where(*where)
         .order_by(RUNS.c.priority, RUNS.c.not_before, RUNS.c.id)
@@ -667,3 +889,69 @@ _RETRY = insert(RUNS).from_select(
     ).where(RUNS.c.id == bindparam("run_id")),
 )
 
+
+# -- control (SPEC 9) -------------------------------------------------------------------------
+
+#: The claim's condition for pauses: no pause of the run's job, nor of its tenant's runs.
+_NOT_PAUSED = ~exists().where(
+    PAUSES.c.job == RUNS.c.job,
+    or_(PAUSES.c.tenant_id.is_(None), PAUSES.c.tenant_id == RUNS.c.tenant_id))
+
+
+def _same_tenant(column: Any, tenant: int | None) -> Any:
+    return column.is_(None) if tenant is None else column == tenant
+
+
+async def _paused_jobs(conn: AsyncConnection, jobs: Iterable[str]) -> dict[str, str]:
+    """The jobs among `jobs` paused whole, with the error their slots are skipped with."""
+    statement = select(PAUSES.c.job, PAUSES.c.reason).where(
+        PAUSES.c.tenant_id.is_(None), PAUSES.c.job.in_(sorted(jobs)))
+    return {job: paused_error(reason) for job, reason in await conn.execute(statement)}
+
+
+def _skipped_if_paused(values: dict[str, Any], paused: dict[str, str]) -> dict[str, Any]:
+    """A slot's row values, `skipped` when its job is paused."""
+    error = paused.get(values["job"])
+    if error is None or values["status"] != Status.QUEUED:
+        return values
+    return {**values, "status": str(Status.SKIPPED), "finished_at": values["created_at"],
+            "error": error}
+
+
+def _matching(which: RunFilter, table: Any) -> list[Any]:
+    """The conditions on `table` (the runs table or an alias of it) of `which`."""
+    if which.ids:
+        return [table.c.id.in_(list(which.ids))]
+    where: list[Any] = []
+    if which.job is not None:
+        where.append(table.c.job == which.job)
+    if which.status is not None:
+        where.append(table.c.status == which.status)
+    if which.tenant_id is not None:
+        where.append(table.c.tenant_id == which.tenant_id)
+    if which.origin is not None:
+        where.append(table.c.origin == which.origin)
+    if which.since is not None:
+        where.append(table.c.created_at >= which.since)
+    return where
+
+
+def _not_retried() -> Any:
+    """A run with no later try (of its own, or asked for by `retry-runs`)."""
+    later = RUNS.alias("later")
+    return ~exists().where(later.c.retry_of == func.coalesce(RUNS.c.retry_of, RUNS.c.id),
+                           later.c.attempt > RUNS.c.attempt)
+
+
+def _next_try(run: RunRow, now: datetime, parent_id: int | None) -> dict[str, Any]:
+    """The row of a try of `run` that `retry-runs` asked for: due now, origin `defer`,
+    no key (the key's run may be live again)."""
+    return {
+        "job": run.job, "tenant_id": run.tenant_id, "args": run.args,
+        "args_hash": run.args_hash, "scheduled_for": run.scheduled_for,
+        "status": str(Status.QUEUED), "bot": None, "started_at": None, "finished_at": None,
+        "error": None, "origin": Origin.DEFER, "attempt": run.attempt + 1,
+        "parent_id": parent_id, "priority": run.priority, "key": None, "created_at": now,
+        "timeout": run.timeout, "not_before": now, "traceback": None,
+        "retry_of": run.retry_of or run.id, "cancel_requested_at": None,
+    }

@@ -1,5 +1,6 @@
-"""pinrepl's own tables: `background_job_runs` (one row per run, SPEC 7 and 8) and
-`background_job_bots` (the bots that are up, and their heartbeats).
+"""pinrepl's own tables: `background_job_runs` (one row per run, SPEC 7 and 8),
+`background_job_bots` (the bots that are up, and their heartbeats) and
+`background_job_pauses` (the pauses in force, SPEC 9).
 
 They are models of the app's metadata like `tenants` (so `database.background_job_runs`
 reads them in the REPL), but versioned by pinrepl's own migrations (`migrate`), not
@@ -13,6 +14,10 @@ The indexes are the queue's:
 - `..._queue`: the queued rows in claim order, and only those: the claim costs the same
   however long the history is.
 - `..._parent`: a fan-out's tenant runs; `..._retries`: the later tries of a run.
+- The listing's (SPEC 9), newest first by id, one page after another (keyset): `..._job_id`,
+  `..._status` (status, id), `..._tenant_id`, `..._origin_id`, `..._created` (`--since`).
+- `..._cancel`: the running runs whose cancel was asked, and only those: a bot looks for its
+  own among them without reading the history.
 
 No foreign key to `tenants`: the history outlives a deleted tenant.
 """
@@ -45,6 +50,8 @@ _LIVE = text("key IS NOT NULL AND status IN ('queued', 'running')")
 _SCHEDULED = text("origin = 'schedule'")
 _CHILD = text("parent_id IS NOT NULL")
 _RETRY = text("retry_of IS NOT NULL")
+_TENANT = text("tenant_id IS NOT NULL")
+_CANCEL_ASKED = text("cancel_requested_at IS NOT NULL AND status = 'running'")
 
 
 def _where(clause: Any) -> dict[str, Any]:
@@ -67,13 +74,18 @@ class BackgroundJobRun(Model):
     __tablename__ = "background_job_runs"
     __table_args__ = (
         Index("background_job_runs_job_slot", "job", "scheduled_for"),
-        Index("background_job_runs_status", "status"),
+        Index("background_job_runs_status", "status", "id"),
         Index("background_job_runs_slot", "scheduled_for"),
         Index("background_job_runs_started", "started_at"),
         Index("background_job_runs_queue", "priority", "not_before", "id", **_where(_QUEUED)),
         Index("background_job_runs_key_live", "key", unique=True, **_where(_LIVE)),
         Index("background_job_runs_parent", "parent_id", **_where(_CHILD)),
         Index("background_job_runs_retries", "retry_of", **_where(_RETRY)),
+        Index("background_job_runs_job_id", "job", "id"),
+        Index("background_job_runs_tenant_id", "tenant_id", "id", **_where(_TENANT)),
+        Index("background_job_runs_origin_id", "origin", "id"),
+        Index("background_job_runs_created", "created_at"),
+        Index("background_job_runs_cancel", "bot", **_where(_CANCEL_ASKED)),
         {"info": VERSIONED},
     )
 
@@ -108,6 +120,8 @@ class BackgroundJobRun(Model):
     traceback: Mapped[str | None] = mapped_column(Text)
     #: A retry's first try (None: this is a first try).
     retry_of: Mapped[int | None] = mapped_column(BigInteger)
+    #: When a cancel of this running run was asked (`cancel-runs`): its bot cancels it.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 Index(
@@ -133,10 +147,31 @@ class BackgroundJobBot(Model):
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class BackgroundJobPause(Model):
+    """A pause in force: of a job (`tenant_id` None), or of one tenant's runs of it. A
+    paused job's slots are recorded `skipped`; its other queued runs wait (SPEC 9)."""
+
+    __tablename__ = "background_job_pauses"
+    __table_args__ = {"info": VERSIONED}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    job: Mapped[str] = mapped_column(String(300))
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+Index(
+    "background_job_pauses_once",
+    BackgroundJobPause.job, func.coalesce(BackgroundJobPause.tenant_id, 0), unique=True,
+)
+
 #: pinrepl's own tables, in the order they are made.
-TABLES: tuple[type[Model], ...] = (BackgroundJobRun, BackgroundJobBot)
+TABLES: tuple[type[Model], ...] = (BackgroundJobRun, BackgroundJobBot, BackgroundJobPause)
 RUNS = Model.metadata.tables[BackgroundJobRun.__tablename__]
 BOTS = Model.metadata.tables[BackgroundJobBot.__tablename__]
+PAUSES = Model.metadata.tables[BackgroundJobPause.__tablename__]
 
 #: The tables every app has, whatever its models file says.
 BUILT_IN: tuple[type[Model], ...] = (Tenant, *TABLES)

@@ -35,7 +35,7 @@ from pinrepl.db import Engine
 from pinrepl.errors import MissingTable, TablesOutdated
 from pinrepl.runs import migrate
 from pinrepl.runs.record import args_hash
-from pinrepl.runs.tables import BOTS, BUILT_IN, RUNS
+from pinrepl.runs.tables import BOTS, BUILT_IN, PAUSES, RUNS
 
 from ..conftest import invoke, write_app
 
@@ -152,7 +152,7 @@ async def rows_of(engine: Engine, name: str) -> list[tuple[object, ...]]:
 
 def _index_definitions(sync: Any, schema: str | None = None) -> dict[str, str]:
     """The index definitions of pinrepl's tables, as the database holds them."""
-    names = (RUNS.name, BOTS.name)
+    names = (RUNS.name, BOTS.name, PAUSES.name)
     if sync.dialect.name == "sqlite":
         found = sync.execute(text(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
@@ -172,10 +172,10 @@ def _reference_indexes(sync: Any) -> dict[str, str]:
 
         return {index.name: " ".join(str(CreateIndex(index).compile(
                     dialect=sqlite.dialect())).split())
-                for table in (RUNS, BOTS) for index in table.indexes
+                for table in (RUNS, BOTS, PAUSES) for index in table.indexes
                 if index.name is not None}
     reference = MetaData(schema="reference")
-    for table in (RUNS, BOTS):
+    for table in (RUNS, BOTS, PAUSES):
         table.to_metadata(reference)
     sync.execute(text("CREATE SCHEMA reference"))
     reference.create_all(sync)
@@ -190,13 +190,13 @@ def _differences(sync: Any) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    ours = {RUNS.name, BOTS.name}
+    ours = {RUNS.name, BOTS.name, PAUSES.name}
     context = MigrationContext.configure(sync, opts={
         "compare_type": True, "compare_server_default": True,
         "include_name": lambda name, kind, _parent: kind != "table" or name in ours,
     })
     metadata = MetaData()
-    for table in (RUNS, BOTS):
+    for table in (RUNS, BOTS, PAUSES):
         table.to_metadata(metadata)
     # SQLite's reflection skips the index over an expression, with a warning.
     with pytest.warns() if sync.dialect.name == "sqlite" else nullcontext():
@@ -214,12 +214,12 @@ async def assert_tables_match_the_models(engine: Engine) -> None:
 
 
 async def test_a_new_database_gets_the_tables_at_the_current_version(app):
-    assert (await init_database(app))[-1] == "pinrepl tables created (version 0002)"
+    assert (await init_database(app))[-1] == "pinrepl tables created (version 0003)"
     engine = engine_of(app)
     try:
         await migrate.check_version(engine)
         await assert_tables_match_the_models(engine)
-        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0002",)]
+        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0003",)]
     finally:
         await engine.aclose()
 
@@ -228,7 +228,7 @@ async def test_a_database_of_pinrepl_0_1_0_is_upgraded_in_place_keeping_every_ro
     engine = engine_of(app)
     try:
         await make_0_1_0(engine)
-        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0002"
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0003"
 
         upgraded = await runs(engine)
         assert [{k: row[k] for k in HISTORY[0]} for row in upgraded] == HISTORY
@@ -243,7 +243,7 @@ async def test_a_database_of_pinrepl_0_1_0_is_upgraded_in_place_keeping_every_ro
         await assert_tables_match_the_models(engine)
         await migrate.check_version(engine)
 
-        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0002)"
+        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0003)"
         assert await runs(engine) == upgraded
     finally:
         await engine.aclose()
@@ -282,7 +282,7 @@ async def test_tables_at_an_older_or_unknown_version_are_one_line_too(app):
     await init_database(app)
     engine = engine_of(app)
     try:
-        for found, says in (("0001", "this pinrepl needs 0002; upgrade them with: pinrepl "
+        for found, says in (("0001", "this pinrepl needs 0003; upgrade them with: pinrepl "
                                      "init-database"),
                             ("0099", "of a newer pinrepl than this one")):
             await on(engine, f"UPDATE {migrate.VERSION_TABLE} SET version_num = '{found}'")
@@ -321,7 +321,7 @@ async def test_the_apps_own_tables_and_alembic_setup_are_untouched(app):
         await init_database(app)
         assert await rows_of(engine, "alembic_version") == [("3f1c2a9b7d00",)]
         assert await rows_of(engine, "ledger") == [(1, "kept ✓")]
-        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0002",)]
+        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0003",)]
     finally:
         await engine.aclose()
 
@@ -392,7 +392,7 @@ async def test_a_transaction_holding_the_table_delays_the_upgrade_a_bounded_time
             columns = await conn.run_sync(
                 lambda sync: {c["name"] for c in inspect(sync).get_columns(RUNS.name)})
         assert "args_hash" not in columns
-        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0002"
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0003"
     finally:
         await engine.aclose()
 
@@ -402,7 +402,7 @@ async def test_tables_dropped_by_hand_are_made_anew(app):
     engine = engine_of(app)
     try:
         await on(engine, f"DROP TABLE {RUNS.name}", f"DROP TABLE {BOTS.name}")
-        assert (await init_database(app))[-1] == "pinrepl tables created (version 0002)"
+        assert (await init_database(app))[-1] == "pinrepl tables created (version 0003)"
         await assert_tables_match_the_models(engine)
     finally:
         await engine.aclose()
@@ -427,3 +427,82 @@ async def test_commands_on_0_1_0_tables_say_so_in_one_line_and_exit_2(app, comma
     assert result.stderr.strip().splitlines()[-1].endswith(
         "pinrepl's tables have no version (pinrepl 0.1.0 made them); "
         "upgrade them with: pinrepl init-database")
+
+
+# -- from pinrepl 0.2.0 (0002) ------------------------------------------------------------------
+
+
+def _row_0_2_0(job: str, status: str, **extra: object) -> dict[str, object]:
+    args = _args(*extra.pop("args", ()))
+    row: dict[str, object] = {
+        "job": job, "tenant_id": None, "args": args, "args_hash": args_hash(args),
+        "scheduled_for": SLOT, "status": status, "bot": None, "started_at": None,
+        "finished_at": None, "error": None, "origin": "defer", "attempt": 1,
+        "parent_id": None, "priority": 0, "key": None, "created_at": SLOT,
+        "timeout": None, "not_before": SLOT, "traceback": None, "retry_of": None,
+    }
+    row.update(extra)
+    return row
+
+
+#: A history of pinrepl 0.2.0: queued, running, a fan-out with its tenants, a retry.
+HISTORY_0_2_0 = [
+    _row_0_2_0("mail/digest", "queued", args=("café ☕",), key="digest", priority=-1),
+    _row_0_2_0("sync", "running", bot="web-1:4242", started_at=SLOT, origin="schedule"),
+    _row_0_2_0("fan", "running", origin="schedule", started_at=SLOT),
+    _row_0_2_0("fan", "failed", tenant_id=1, parent_id=3, origin="schedule",
+               started_at=SLOT, finished_at=SLOT, error="ValueError: boom ✗",
+               traceback="Traceback ..."),
+    _row_0_2_0("fan", "queued", tenant_id=1, parent_id=3, origin="schedule", attempt=2,
+               retry_of=4, timeout=30.0),
+]
+
+
+async def make_0_2_0(engine: Engine) -> None:
+    """The database pinrepl 0.2.0's init-database and bots left: its tables at 0002, rows."""
+    from alembic import command
+
+    from pinrepl.db.engine import IMMEDIATE
+
+    await engine.check(create=True)
+    source = engine.engine.execution_options(**{IMMEDIATE: True}) if engine.is_sqlite \
+        else engine.engine
+
+    def to_0002(sync: Any) -> None:
+        command.upgrade(migrate._config(sync), "0002")
+        sync.commit()
+
+    async with source.connect() as conn:
+        await conn.run_sync(to_0002)
+    columns = [c for c in RUNS.c if c.name != "cancel_requested_at"]
+    old_runs = Table(RUNS.name, MetaData(), *(Column(c.name, c.type) for c in columns))
+    async with engine.engine.begin() as conn:
+        await conn.execute(insert(old_runs), HISTORY_0_2_0)
+        await conn.execute(insert(BOTS), [BOT])
+
+
+async def test_a_database_of_pinrepl_0_2_0_is_upgraded_in_place_keeping_every_row(app):
+    engine = engine_of(app)
+    try:
+        await make_0_2_0(engine)
+        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0002",)]
+        with pytest.raises(TablesOutdated, match="at version 0002, this pinrepl needs 0003"):
+            await migrate.check_version(engine)
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0002 to 0003"
+
+        upgraded = await runs(engine)
+        assert [{k: row[k] for k in HISTORY_0_2_0[0]} for row in upgraded] == [
+            {**row, "scheduled_for": SLOT} for row in HISTORY_0_2_0]
+        assert [row["cancel_requested_at"] for row in upgraded] == [None] * 5
+        assert await rows_of(engine, PAUSES.name) == []
+        assert await rows_of(engine, BOTS.name) != []
+        await assert_tables_match_the_models(engine)
+        fresh = engine_of(app)
+        try:
+            await migrate.check_version(fresh)
+        finally:
+            await fresh.aclose()
+        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0003)"
+        assert await runs(engine) == upgraded
+    finally:
+        await engine.aclose()
