@@ -129,11 +129,6 @@ class UnknownColumn(PinreplError, AttributeError):
     """A query names a column its table does not have."""
 
 
-class BadFilter(PinreplError, ValueError):
-    """A filter of the run history that cannot be read (an unknown status or origin, a
-    time that is not one, an id that is not a whole number): the dashboard's 400."""
-
-
 class UnknownTenant(PinreplError, LookupError):
     """No tenant has that id or name."""
 

@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..db.engine import first_line
-from ..errors import BadFilter, DatabaseUnavailable, PinreplError, UnknownBackgroundJob
+from ..errors import BadRunFilter, DatabaseUnavailable, PinreplError, UnknownBackgroundJob
 from . import pages
 from .dashboard import Dashboard
 from .safety import Guard, Refused
@@ -70,7 +70,7 @@ def create_app(app: App, *, read_only: bool = False, tenant: Any = None,
         middleware=[Middleware(Guard, token=token, refused=pages.refused)],
         exception_handlers={
             Refused: _refused,
-            BadFilter: _bad_filter,
+            BadRunFilter: _bad_filter,
             UnknownBackgroundJob: _unknown_job,
             HTTPException: _http_error,
             PinreplError: _pinrepl_error,

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadFilter, UnknownBackgroundJob, UnknownTenant
+from ..errors import BadRunFilter, UnknownBackgroundJob, UnknownTenant
 from ..overview import Overview, app_overview, jobs_overview, read_history
+from ..runs.control import BotRow, Pause, RunFilter
 from ..runs.history import tenant_names
 from ..runs.repository import RunRow
 from ..runs.status import UNSUCCESSFUL
 from .filters import RunsQuery
-
-try:  # INTERIM: until branch control is merged
-    from ..runs.control import RunFilter  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    from ._interim import RunFilter
 
 if TYPE_CHECKING:
     from ..app import App
@@ -46,7 +42,7 @@ LEASE = 30.0
 class JobsPage:
     overview: Overview
     #: The pauses in force, by job (those of other tenants left out with a tenant).
-    pauses: Mapping[str, Sequence[Any]]
+    pauses: Mapping[str, Sequence[Pause]]
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,6 @@ class RunsPage:
     #: `before=` for the next, older page (None: this is the last).
     older: int | None
     tenants: Mapping[int, str]
-    #: Why there are no runs, when the job filter names no job of the app.
-    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,6 @@ class Dashboard:
 
     def __init__(self, app: App, tenant: Any = None) -> None:
         self.app = app
-        self.api: Any = app if hasattr(app, "list_runs") else _interim(app)  # INTERIM
         self._tenant_ref = tenant
         self._tenant: Tenant | None = None
         self._lock = asyncio.Lock()
@@ -126,8 +119,8 @@ class Dashboard:
             overview = jobs_overview(self.app.jobs, self.timezone,
                                      await read_history(self.app, tenant), now,
                                      app_root=self.app.settings.root)
-        pauses: dict[str, list[Any]] = {}
-        for pause in await self.api.pauses():
+        pauses: dict[str, list[Pause]] = {}
+        for pause in await self.app.pauses():
             if tenant is None or pause.tenant_id in (None, tenant.id):
                 pauses.setdefault(pause.job, []).append(pause)
         return JobsPage(overview, pauses)
@@ -137,13 +130,13 @@ class Dashboard:
         run_filter = RunFilter(job=query.job, status=query.status,
                                tenant_id=await self._tenant_filter(query.tenant),
                                origin=query.origin, since=query.since_at)
-        rows = list(await self.api.list_runs(run_filter, limit=PAGE + 1, before=query.before))
+        try:
+            rows = await self.app.list_runs(run_filter, limit=PAGE + 1, before=query.before)
+        except UnknownBackgroundJob as exc:  # neither the app's nor in the history
+            raise BadRunFilter(str(exc)) from None
         older = rows[PAGE - 1].id if len(rows) > PAGE else None
         rows = rows[:PAGE]
-        note = None
-        if not rows and query.job is not None and query.job not in self.app.jobs.names:
-            note = f"{query.job!r} is not a job of this app"
-        return RunsPage(query, rows, older, await self._names(rows), note)
+        return RunsPage(query, rows, older, await self._names(rows))
 
     async def _tenant_filter(self, ref: str | None) -> int | None:
         mine = await self.tenant()
@@ -152,9 +145,9 @@ class Dashboard:
         try:
             (tenant,) = await self.app.runner.resolve_tenants([ref])
         except UnknownTenant as exc:
-            raise BadFilter(str(exc)) from None
+            raise BadRunFilter(str(exc)) from None
         if mine is not None and tenant.id != mine.id:
-            raise BadFilter(f"this dashboard shows the runs of tenant {mine.name!r} only")
+            raise BadRunFilter(f"this dashboard shows the runs of tenant {mine.name!r} only")
         return int(tenant.id)
 
     async def run(self, run_id: int) -> RunPage | None:
@@ -169,7 +162,7 @@ class Dashboard:
                 "attempt").all()
         finally:
             await database.aclose()
-        head = run if run.id == first else await self.api.get_run(first)
+        head = run if run.id == first else await self.app.get_run(first)
         tries = ([head] if head is not None else []) + list(later)
         counts: Mapping[str, int] | None = None
         failed: list[RunRow] = []
@@ -187,7 +180,7 @@ class Dashboard:
             return False
 
     async def _own_run(self, run_id: int) -> RunRow | None:
-        run: RunRow | None = await self.api.get_run(run_id)
+        run: RunRow | None = await self.app.get_run(run_id)
         mine = await self._tenant_id()
         if run is None or (mine is not None and run.tenant_id != mine):
             return None
@@ -204,10 +197,10 @@ class Dashboard:
         finally:
             await database.aclose()
 
-    async def bots(self) -> list[Any]:
+    async def bots(self) -> list[BotRow]:
         """The bots that are up, each with its running runs (the tenant's only, with one)."""
         mine = await self._tenant_id()
-        found = list(await self.api.bots())
+        found = list(await self.app.bots())
         if mine is None:
             return found
         return [_with_running(bot, [r for r in bot.running if r.tenant_id == mine])
@@ -234,14 +227,14 @@ class Dashboard:
 
     async def pause(self, name: str, reason: str | None) -> Done:
         tenant = await self.tenant()
-        await self.api.pause_job(self._job(name), tenants=None if tenant is None else [tenant],
+        await self.app.pause_job(self._job(name), tenants=None if tenant is None else [tenant],
                                  reason=reason or None)
         whose = "" if tenant is None else f" for tenant {tenant.name}"
         return Done(f"{name} paused{whose}" + (f": {reason}" if reason else ""))
 
     async def resume(self, name: str) -> Done:
         tenant = await self.tenant()
-        lifted = await self.api.resume_job(self._job(name),
+        lifted = await self.app.resume_job(self._job(name),
                                            tenants=None if tenant is None else [tenant])
         whose = "" if tenant is None else f" for tenant {tenant.name}"
         return Done(f"{name} resumed{whose}" if lifted else f"{name} was not paused{whose}")
@@ -252,7 +245,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        new = await self.api.retry_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        new = await self.app.retry_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
         if not new:
             return Done(f"run {run_id} is {run.status}: only a run that failed, timed out, was "
                         "abandoned or cancelled is retried", run_id)
@@ -262,7 +255,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        done = await self.api.cancel_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        done = await self.app.cancel_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
         if done.running:
             return Done(f"run {run_id} is being cancelled: its bot stops it within a second "
                         "or two", run_id)
@@ -272,20 +265,6 @@ class Dashboard:
                     run_id)
 
 
-def _with_running(bot: Any, running: list[RunRow]) -> Any:
-    from dataclasses import replace
-
+def _with_running(bot: BotRow, running: list[RunRow]) -> BotRow:
     return replace(bot, running=running)
 
-
-def beat_age(beat_at: datetime, now: datetime | None = None) -> float:
-    return ((now or datetime.now(UTC)) - beat_at).total_seconds()
-
-
-def _interim(app: App) -> Any:  # INTERIM
-    from ._interim import Interim
-
-    return Interim(app)
-
-
-__all__ = ["Dashboard", "Done", "JobsPage", "RunPage", "RunsPage", "UnknownBackgroundJob"]

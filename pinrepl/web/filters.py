@@ -1,7 +1,7 @@
 """The runs page's query parameters, read: `job`, `status`, `tenant`, `origin`, `since`
 (a duration back from now, `90`, `30m`, `2h`, `7d`, or an ISO 8601 date and time, read in
 the app's timezone without an offset) and `before` (the keyset page: the runs older than
-that id). Anything else, or a value that is none of those, is `BadFilter`: the page's 400.
+that id). Anything else, or a value that is none of those, is `BadRunFilter`: the page's 400.
 
 An empty value is no filter (a filter form sends its empty fields).
 """
@@ -16,11 +16,10 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from ..errors import BadFilter
-from ..runs.record import Origin
+from ..errors import BadRunFilter
+from ..runs.control import ORIGINS
 from ..runs.status import STATUSES
 
-ORIGINS: tuple[str, ...] = (Origin.SCHEDULE, Origin.DEFER, Origin.CLI, Origin.REPL, Origin.APP)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 #: The longest `since` as a duration: ten years (a longer one is a typo).
@@ -45,18 +44,18 @@ class RunsQuery:
 
     @classmethod
     def parse(cls, params: Mapping[str, str], timezone: ZoneInfo, now: datetime) -> RunsQuery:
-        """The filters of `params`; `BadFilter` for an unknown parameter or a bad value."""
+        """The filters of `params`; `BadRunFilter` for an unknown parameter or a bad value."""
         known = {f.name for f in fields(cls)} - {"since_at"}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise BadFilter(f"unknown filter {unknown[0]!r}: the runs are filtered by job, "
+            raise BadRunFilter(f"unknown filter {unknown[0]!r}: the runs are filtered by job, "
                             "status, tenant, origin and since (and paged by before)")
         given = {name: value.strip() for name, value in params.items() if value.strip()}
         status, origin = given.get("status"), given.get("origin")
         if status is not None and status not in STATUSES:
-            raise BadFilter(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
+            raise BadRunFilter(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
         if origin is not None and origin not in ORIGINS:
-            raise BadFilter(f"unknown origin {origin!r}: one of {', '.join(ORIGINS)}")
+            raise BadRunFilter(f"unknown origin {origin!r}: one of {', '.join(ORIGINS)}")
         since = given.get("since")
         return cls(
             job=given.get("job"), status=status, tenant=given.get("tenant"), origin=origin,
@@ -81,13 +80,13 @@ class RunsQuery:
 
 
 def parse_id(text: str) -> int:
-    """A run id from a page's address; `BadFilter` if it is not one."""
+    """A run id from a page's address; `BadRunFilter` if it is not one."""
     return _id(text, "run id")
 
 
 def _id(text: str, what: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= _MAX_ID:
-        raise BadFilter(f"{what} {text!r} is not a run id (a whole number from 1)")
+        raise BadRunFilter(f"{what} {text!r} is not a run id (a whole number from 1)")
     return int(text)
 
 
@@ -97,12 +96,12 @@ def _instant(text: str, timezone: ZoneInfo, now: datetime) -> datetime:
     if found is not None:
         seconds = float(found[1]) * _UNITS[found[2]]
         if seconds > _LONGEST:
-            raise BadFilter(f"since {text!r} is longer ago than ten years")
+            raise BadRunFilter(f"since {text!r} is longer ago than ten years")
         return now - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadFilter(
+        raise BadRunFilter(
             f"since {text!r} is neither a duration (90, 30s, 15m, 2h, 7d, 1w) nor an ISO 8601 "
             "date and time (2026-12-01 or 2026-12-01T08:00, in the app's timezone, or with "
             "an offset)") from None
