@@ -900,6 +900,58 @@ async def _wait_for(run: DeferredRun) -> int:
                    f"no tenants selected for {run.job!r}; nothing ran", err=True)
     return 0
 
+# -- the dashboard ---------------------------------------------------------------------------
+
+#: The hosts `pinrepl web` listens on without a token: this machine only.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Listen on this address; any other than 127.0.0.1, localhost or ::1 needs "
+                   "a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8484, show_default=True,
+              help="Listen on this port (0: any free one).")
+@click.option("--read-only", is_flag=True,
+              help="Show the runs, change nothing: no buttons, every action refused.")
+@click.option("--tenant", metavar="ID_OR_NAME", help="Show only this tenant's runs.")
+@click.option("--token", envvar="PINREPL_WEB_TOKEN", metavar="TOKEN",
+              help="Every request must carry it (Authorization: Bearer TOKEN, or the login "
+                   "page's cookie). Default: $PINREPL_WEB_TOKEN.")
+@app_option
+@command
+async def web(host: str, port: int, read_only: bool, tenant: str | None, token: str | None,
+              app_dir: Path | None) -> int:
+    """Serve the dashboard: the jobs, the runs, one run, the bots, updated live, with Run
+    now, Pause, Resume, Retry and Cancel (SPEC 9). Ctrl-C or SIGTERM stops it."""
+    token = token or None
+    if host.strip("[]") not in LOOPBACK and token is None:
+        raise ConfigError(f"not serving the dashboard on {host} without a token: give --token "
+                          "or set PINREPL_WEB_TOKEN (or listen on 127.0.0.1)")
+    try:  # the web extra: only this command needs it
+        import uvicorn
+
+        from .web import create_app
+    except ImportError as exc:
+        raise ConfigError(f"pinrepl web needs the web extra ({exc.name} is missing): "
+                          "pip install 'pinrepl[web]'") from None
+    from .runs.migrate import check_version
+
+    with logging_to_stderr(_TimedFormatter()):
+        async with App(Settings.load(app_dir)) as app:
+            await check_version(app.engine)  # no tables, or of another version: one line
+            if tenant is not None:
+                await app.runner.resolve_tenants([tenant])  # an unknown one: one line
+            dashboard = create_app(app, read_only=read_only, tenant=tenant, token=token)
+            config = uvicorn.Config(dashboard, host=host.strip("[]"), port=port,
+                                    log_config=None, access_log=False, lifespan="off")
+            logging.getLogger("pinrepl.web").info(
+                "the dashboard of %s%s%s%s", app.settings.root,
+                " (read-only)" if read_only else "",
+                f", tenant {tenant}" if tenant else "", ", token required" if token else "")
+            await uvicorn.Server(config).serve()
+    return 0
+
 
 def main() -> None:
     gc.disable()  # until the imports are done (`_imported`)
