@@ -38,7 +38,7 @@ from .errors import (
     RunFailed,
 )
 from .jobs import job_name_of
-from .logs import LOG_FORMATS, formatter_for, logging_to_stderr
+from .logs import LOG_FORMATS, TimedFormatter, formatter_for, logging_to_stderr
 from .runs.control import ORIGINS, RunFilter
 from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
@@ -937,7 +937,7 @@ async def web(host: str, port: int, read_only: bool, tenant: str | None, token: 
                           "pip install 'pinrepl[web]'") from None
     from .runs.migrate import check_version
 
-    with logging_to_stderr(_TimedFormatter()):
+    with logging_to_stderr(TimedFormatter()):
         async with App(Settings.load(app_dir)) as app:
             await check_version(app.engine)  # no tables, or of another version: one line
             if tenant is not None:

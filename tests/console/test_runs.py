@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pinrepl.errors import BadRunFilter
 from pinrepl.console.repl import session
+from pinrepl.errors import BadRunFilter
 
 
 async def insert_runs(database):
@@ -51,7 +51,7 @@ async def test_runs_returns_the_records_shown_as_the_listing(example_app):
 async def test_retry_and_cancel_return_what_they_did(example_app):
     async with session(example_app) as console:
         runs = console.namespace["runs"]
-        old, new = await insert_runs(console.namespace["database"])
+        _old, new = await insert_runs(console.namespace["database"])
         retried = await runs.retry(job="send-email")
         assert len(retried) == 1 and repr(retried) == f"queued 1 new try: run {retried[0]}"
         (again,) = await runs(job="send-email", status="queued", since="1m",
