@@ -14,7 +14,6 @@ parameter, so the overview of any moment can be computed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +27,10 @@ from .db import Database, Engine
 from .db.engine import first_line
 from .errors import InvalidSchedule, MissingTable, NoDatabase, PinreplError, TablesOutdated
 from .jobs import JobRegistry, JobSpec, shown_path
+from .runs.control import Pause
 from .runs.history import LastRun, last_runs
 from .runs.migrate import check_version
+from .runs.repository import Repository
 from .runs.tables import BUILT_IN
 from .schedules import Schedule
 
@@ -74,6 +75,8 @@ class JobRow:
     schedules: tuple[ScheduleRow, ...]
     last_run: LastRun | None
     multi_tenant: bool
+    #: The pauses in force (of the whole job: `tenant_id` None; or of tenants' runs of it).
+    paused: tuple[Pause, ...] = ()
 
     @property
     def next(self) -> datetime | None:
@@ -86,6 +89,8 @@ class JobRow:
             "next_run": _iso(self.next, timezone),
             "last_run": self.last_run.as_json() if self.last_run else None,
             "multi_tenant": self.multi_tenant,
+            "paused": [{"tenant_id": p.tenant_id, "reason": p.reason,
+                        "since": _iso(p.since, timezone)} for p in self.paused],
         }
 
 
@@ -109,6 +114,7 @@ class History:
     tenant: str | None = None
     unknown: str | None = None
     note: str | None = None
+    pauses: Mapping[str, tuple[Pause, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,9 +150,10 @@ def jobs_overview(registry: JobRegistry, timezone: ZoneInfo, history: History | 
     files shown relative to `app_root` if given."""
     now = now or datetime.now(UTC)
     runs = history.last_runs if history is not None else {}
+    pauses = history.pauses if history is not None else {}
     jobs = tuple(
         JobRow(spec.name, shown_path(spec.path, app_root), _schedules(spec, now),
-               runs.get(spec.name), spec.multi_tenant)
+               runs.get(spec.name), spec.multi_tenant, pauses.get(spec.name, ()))
         for spec in registry
     )
     errors = [LoadError(e.path, e.message, str(e)) for e in registry.errors]
@@ -177,9 +184,16 @@ async def read_history(app: App, tenant: Tenant | None = None) -> History:
     database = Database(engine, None if tenant is None else tenant.id)
     try:
         async with asyncio.timeout(READ_TIMEOUT):
-            with contextlib.suppress(MissingTable):  # no runs yet: `last_runs` says none
+            tables = True
+            try:
                 await check_version(engine)  # `TablesOutdated` is raised: one line, exit 2
-            return History(await last_runs(database, names), whose)
+            except MissingTable:  # no runs yet: `last_runs` says none
+                tables = False
+            found = await last_runs(database, names)
+            paused: dict[str, tuple[Pause, ...]] = {}
+            for pause in await Repository(engine).pauses() if tables else []:
+                paused[pause.job] = (*paused.get(pause.job, ()), pause)
+            return History(found, whose, pauses=paused)
     except TablesOutdated:
         raise
     except NoDatabase as exc:  # no bot has run (a bot needs it): no history, known as such

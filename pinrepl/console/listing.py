@@ -107,13 +107,22 @@ def _job_rows(job: JobRow, overview: Overview) -> list[list[str]]:
         shown_time(schedule.next, zone) if schedule.next else "-",
     ) for schedule in job.schedules] or [("-", "-")]
     last = job.last_run
-    first = [job.name, *schedules[0]]
+    first = [job.name + _paused(job), *schedules[0]]
     if overview.history is not None:
         first.append("-" if last is None else
                      f"{last.shown_status()} {shown_time(last.scheduled_for, zone)}")
     first.append("yes" if job.multi_tenant else "no")
     blank = [""] * (len(first) - 3)
     return [first, *(["", cron, upcoming, *blank] for cron, upcoming in schedules[1:])]
+
+
+def _paused(job: JobRow) -> str:
+    """' (paused: REASON)' after a paused job's name; tenants' pauses are counted."""
+    whole = [p for p in job.paused if p.tenant_id is None]
+    if whole:
+        return f" (paused: {whole[0].reason})" if whole[0].reason else " (paused)"
+    tenants = len(job.paused)
+    return f" (paused for {tenants} tenant{'s' if tenants > 1 else ''})" if tenants else ""
 
 
 # -- the runs -------------------------------------------------------------------------------

@@ -234,7 +234,8 @@ def test_list_background_job_runs_filters_newest_first(ran):
     assert set(failed[0]) == {"id", "job", "tenant_id", "args", "scheduled_for", "status",
                               "bot", "started_at", "finished_at", "error", "origin",
                               "attempt", "parent_id", "priority", "key", "created_at",
-                              "timeout", "not_before", "traceback", "retry_of"}
+                              "timeout", "not_before", "traceback", "retry_of",
+                              "cancel_requested_at"}
     assert {(r["origin"], r["attempt"]) for r in failed} == {("schedule", 1)}
     assert all("RuntimeError: globex is down" in r["traceback"]
                for r in failed if r["tenant_id"] == 2)
