@@ -22,8 +22,23 @@ from starlette.staticfiles import StaticFiles
 
 from ..db.engine import first_line
 from ..errors import BadRunFilter, DatabaseUnavailable, PinreplError, UnknownBackgroundJob
-from . import pages
 from .dashboard import Dashboard
+from .pages import (
+    bots_page,
+    cancel_run,
+    jobs_page,
+    login,
+    login_page,
+    logout,
+    pause_job,
+    refused,
+    render,
+    resume_job,
+    retry_run,
+    run_job,
+    run_page,
+    runs_page,
+)
 from .safety import Guard, Refused
 
 if TYPE_CHECKING:
@@ -50,24 +65,24 @@ def create_app(app: App, *, read_only: bool = False, tenant: Any = None,
     `token`: every request must carry it (`Authorization: Bearer TOKEN`, or the cookie the
     login page sets), else 401. `app` stays the caller's to close."""
     routes = [
-        Route("/", pages.jobs_page, name="jobs"),
-        Route("/runs", pages.runs_page, name="runs"),
-        Route("/runs/{run_id}", pages.run_page, name="run"),
-        Route("/bots", pages.bots_page, name="bots"),
-        Route("/jobs/{name:path}/run", pages.run_job, methods=["POST"], name="run_job"),
-        Route("/jobs/{name:path}/pause", pages.pause_job, methods=["POST"], name="pause_job"),
-        Route("/jobs/{name:path}/resume", pages.resume_job, methods=["POST"],
+        Route("/", jobs_page, name="jobs"),
+        Route("/runs", runs_page, name="runs"),
+        Route("/runs/{run_id}", run_page, name="run"),
+        Route("/bots", bots_page, name="bots"),
+        Route("/jobs/{name:path}/run", run_job, methods=["POST"], name="run_job"),
+        Route("/jobs/{name:path}/pause", pause_job, methods=["POST"], name="pause_job"),
+        Route("/jobs/{name:path}/resume", resume_job, methods=["POST"],
               name="resume_job"),
-        Route("/runs/{run_id}/retry", pages.retry_run, methods=["POST"], name="retry_run"),
-        Route("/runs/{run_id}/cancel", pages.cancel_run, methods=["POST"], name="cancel_run"),
-        Route("/login", pages.login_page, methods=["GET"], name="login_page"),
-        Route("/login", pages.login, methods=["POST"], name="login"),
-        Route("/logout", pages.logout, methods=["POST"], name="logout"),
+        Route("/runs/{run_id}/retry", retry_run, methods=["POST"], name="retry_run"),
+        Route("/runs/{run_id}/cancel", cancel_run, methods=["POST"], name="cancel_run"),
+        Route("/login", login_page, methods=["GET"], name="login_page"),
+        Route("/login", login, methods=["POST"], name="login"),
+        Route("/logout", logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(packages=[("pinrepl.web", "static")]), name="static"),
     ]
     web = Starlette(
         routes=routes,
-        middleware=[Middleware(Guard, token=token, refused=pages.refused)],
+        middleware=[Middleware(Guard, token=token, refused=refused)],
         exception_handlers={
             Refused: _refused,
             BadRunFilter: _bad_filter,
@@ -85,12 +100,12 @@ def create_app(app: App, *, read_only: bool = False, tenant: Any = None,
 
 
 def _error(request: Request, status: int, message: str, title: str) -> Response:
-    return pages.render(request, "error.html", status, title=title, message=message)
+    return render(request, "error.html", status, title=title, message=message)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return await pages.refused(request, exc)
+    return await refused(request, exc)
 
 
 async def _bad_filter(request: Request, exc: Exception) -> Response:
