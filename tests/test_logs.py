@@ -13,6 +13,7 @@ import pytest
 
 from pinrepl.bot import JOB_FAILURE
 from pinrepl.bot.events import LogLines, RunEnded, RunsAbandoned, RunStarted
+from pinrepl.bot.outage import Outage
 from pinrepl.logs import JsonFormatter, TimedFormatter, formatter_for
 from pinrepl.runs.repository import RunRow
 
@@ -114,6 +115,21 @@ def test_runs_marked_abandoned_are_one_line_per_dead_bot(logged):
                                "30 s): other, reports/daily")
     assert (line["event"], line["bot"], line["run_ids"], line["status"]) == (
         "runs_abandoned", "a", [1, 2], "abandoned")
+
+
+async def test_the_database_away_and_back_are_events_with_the_seconds_away(logged):
+    async def probe() -> None:
+        pass
+
+    outage = Outage(probe)
+    assert outage.failed(ConnectionRefusedError("connection refused"), "beating")
+    outage.answered()
+    away, back = map(json.loads, logged.lines)
+    assert (away["event"], away["level"]) == ("database_away", "WARNING")
+    assert away["message"].startswith("database unavailable while beating: ")
+    assert (back["event"], back["level"]) == ("database_back", "INFO")
+    assert back["message"].startswith("database is back after ") and back["duration"] >= 0
+    await outage.aclose()
 
 
 def test_a_line_without_fields_has_time_level_and_message_only():

@@ -53,7 +53,8 @@ class Outage:
         then try again), False when the database refused it (logged; the bot stops)."""
         if not is_outage(error):
             log.error("the database refused the bot's statement while %s: %s (%s); stopping",
-                      doing, first_line(error), type(error).__name__)
+                      doing, first_line(error), type(error).__name__,
+                      extra={"event": "database_refused"})
             if self.refused is None:
                 self.refused = (error, doing)
                 self._on_refused()
@@ -62,7 +63,7 @@ class Outage:
             self._since = time.monotonic()
             self._back.clear()
             log.warning("database unavailable while %s: %s; retrying (at most every %g s)",
-                        doing, first_line(error), MAX_DELAY)
+                        doing, first_line(error), MAX_DELAY, extra={"event": "database_away"})
             self._on_change(True)
             self._probing = asyncio.create_task(self._probe_until_back())
         return True
@@ -75,7 +76,9 @@ class Outage:
         """The database answered a statement: if it was away, it is back."""
         if self._since is None:
             return
-        log.info("database is back after %.1f s", time.monotonic() - self._since)
+        away = time.monotonic() - self._since
+        log.info("database is back after %.1f s", away,
+                 extra={"event": "database_back", "duration": round(away, 3)})
         self._since = None
         self._back.set()
         self._on_change(False)

@@ -64,6 +64,7 @@ from .events import (
     LogLines,
     RunsAbandoned,
     SlotsQueued,
+    fields,
 )
 from .hooks import FailureHook
 from .outage import Outage
@@ -181,7 +182,8 @@ class Bot:
                     await self._repository.unregister(self.id)
                 await self._outage.aclose()
         self.events.emit(BotDown(self.id, self.outcomes))
-        log.info("bot %s stopped: %s", self.id, _summary(self.outcomes))
+        log.info("bot %s stopped: %s", self.id, _summary(self.outcomes),
+                 extra={"event": "bot_stopped", "bot": self.id, "runs": dict(self.outcomes)})
         if self._outage.refused is not None:
             raise await self._explain(*self._outage.refused) from None
         failed = sum(self.outcomes[s] for s in (Status.FAILED, Status.TIMED_OUT,
@@ -242,7 +244,8 @@ class Bot:
         paused = [row for row in new if row.status == Status.SKIPPED and row.error != MISSED]
         for row in paused:  # its job is paused (SPEC 9)
             log.info("run skipped: %s slot %s: %s", row.job, self._shown(row.scheduled_for),
-                     row.error)
+                     row.error, extra=fields(row, "run_ended", status=str(row.status),
+                                             error=row.error))
         self.events.emit(SlotsQueued(len(new) - missed.total() - len(paused)))
         self._worker.wake()
 
@@ -419,7 +422,8 @@ class Bot:
             f"{counted(len(plan), 'schedule')} of {counted(len(jobs), 'job')}")
         log.info("bot %s started: app %s, database %s, %s; concurrency %d, lease %g s, "
                  "grace %g s", self.id, app.settings.root, app.engine.shown_url, mode,
-                 self._concurrency, self.lease, self.grace)
+                 self._concurrency, self.lease, self.grace,
+                 extra={"event": "bot_started", "bot": self.id})
         for spec, schedule, slot in plan.upcoming() if plan is not None else ():
             args = f" args {list(schedule.args)} {schedule.kwargs}" if (
                 schedule.args or schedule.kwargs) else ""

@@ -275,7 +275,11 @@ def test_a_real_bot_serves_its_metrics_over_http_and_logs_json(tmp_path: Path):
     assert (failed["event"], failed["job"], failed["level"]) == ("run_ended", "fails", "ERROR")
     assert failed["traceback"].endswith("ValueError: boom\nin background job 'fails'")
     assert isinstance(failed["run_id"], int) and failed["duration"] >= 0
-    assert lines[-1]["message"].startswith("bot ") and " stopped: " in lines[-1]["message"]
+    (started,) = [line for line in lines if line.get("event") == "bot_started"]
+    assert started["message"].startswith(f"bot {started['bot']} started: app ")
+    assert (lines[-1]["event"], lines[-1]["bot"]) == ("bot_stopped", started["bot"])
+    assert lines[-1]["message"].startswith(f"bot {started['bot']} stopped: ")
+    assert lines[-1]["runs"]["failed"] == 1 and lines[-1]["runs"]["succeeded"] >= 2
 
 
 def test_a_port_in_use_is_one_line(tmp_path: Path):
