@@ -601,10 +601,14 @@ class Repository:
             row = (await conn.execute(statement)).first()
         return RunRow.of(row) if row is not None else run
 
-    async def tenant_runs(self, parent: int) -> list[RunRow]:
-        """The last try of each tenant of fan-out `parent`, in tenant order."""
+    async def tenant_runs(self, parent: int, *, unsuccessful: bool = False,
+                          limit: int | None = None) -> list[RunRow]:
+        """The last try of each tenant of fan-out `parent`, in tenant order; `unsuccessful`:
+        only those that did not succeed; at most `limit`."""
         statement = select(RUNS).where(RUNS.c.parent_id == parent, _is_last_try()).order_by(
-            RUNS.c.tenant_id)
+            RUNS.c.tenant_id).limit(limit)
+        if unsuccessful:
+            statement = statement.where(RUNS.c.status.in_([str(s) for s in UNSUCCESSFUL]))
         async with self._reading() as conn:
             return [RunRow.of(row) for row in await conn.execute(statement)]
 

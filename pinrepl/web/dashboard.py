@@ -168,8 +168,8 @@ class Dashboard:
         failed: list[RunRow] = []
         if run.tenant_id is None and run.parent_id is None and self._multi_tenant(run.job):
             counts = await self.app.repository.count_tenant_runs(run.id)
-            failed = [tenant_run for tenant_run in await self.app.repository.tenant_runs(run.id)
-                      if tenant_run.status in UNSUCCESSFUL][:FAILED_SHOWN]
+            failed = await self.app.repository.tenant_runs(run.id, unsuccessful=True,
+                                                           limit=FAILED_SHOWN)
         ids = [t.tenant_id for t in [*tries, *failed]]
         return RunPage(run, tries, await self._names(ids), counts, failed)
 
