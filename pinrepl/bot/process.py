@@ -210,7 +210,7 @@ class Bot:
                 horizon = now
                 self._report(missed)
                 self._scheduler.add(fires)
-            if self._scheduler.waiting and not self._outage.away:
+            if self._scheduler.waiting:
                 await self._write_slots()
             if time.monotonic() >= beat_at and not self._outage.away:
                 beat_at = time.monotonic() + await self._beat(now)

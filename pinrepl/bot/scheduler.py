@@ -9,8 +9,10 @@ Slots that could not be written (the database was away) wait here. When it is ba
 missed-slot rule applies (SPEC 7): the latest waiting slot of each schedule is queued, and
 the older ones are written as `skipped` ("missed"), each only if no other bot wrote that
 slot first. So a slot is reported missed only when it was: the rows this bot inserted as
-missed are the ones nobody ran. A queued slot that no bot had room for within its
-`misfire_grace` is recorded `skipped` by the bot that claims it.
+missed are the ones nobody ran. Slots that waited only for this bot's loop (a busy
+machine: two slots of a per-second schedule due before it wrote either) are all queued:
+the database was not away, and a queued slot that no bot had room for within its
+`misfire_grace` is recorded `skipped`, saying so, by the bot that claims it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Scheduler:
         self._outage = outage
         self._clock = clock
         self._waiting: dict[tuple[str, str, str, datetime], Fire] = {}
+        #: The last write found the database away: the waiting slots waited through it.
+        self._cut_off = False
 
     @property
     def waiting(self) -> int:
@@ -60,20 +64,25 @@ class Scheduler:
         first), or None when the database is away (they wait) or refused them."""
         if not self._waiting:
             return []
+        if self._outage.away:
+            self._cut_off = True
+            return None
         latest: dict[tuple[str, str, str], Fire] = {}
         for (job, cron, args, _slot), fire in sorted(self._waiting.items(),
                                                      key=lambda item: item[1].slot):
             latest[(job, cron, args)] = fire
-        runs = [self._slot(fire, missed=fire not in latest.values())
+        runs = [self._slot(fire, missed=self._cut_off and fire not in latest.values())
                 for fire in self._waiting.values()]
         try:
             new = await self._repository.enqueue_slots(runs, self._clock())
         except DATABASE_ERRORS as exc:
             if not self._outage.failed(exc, "queueing due slots"):
                 self._waiting.clear()
+            self._cut_off = True
             return None
         self._outage.answered()
         self._waiting.clear()
+        self._cut_off = False
         return new
 
     @staticmethod

@@ -70,7 +70,8 @@ def test_after_a_late_wake_up_only_the_latest_slot_within_misfire_grace_runs(tmp
     slots = sorted(at(row["scheduled_for"]).timestamp() for row in rows)
     # A slot queued but claimed after its misfire_grace (a loaded machine) is recorded so.
     skipped = [row for row in rows if row["status"] == "skipped"]
-    assert all("misfire_grace (1.5 s)" in row["error"] for row in skipped), skipped
+    assert all("misfire_grace (1.5 s)" in row["error"] for row in skipped), [
+        row["error"] for row in skipped]
     assert len(executions(root)) == len(slots) - len(skipped)
     ((before, caught_up),) = [(a, b) for a, b in itertools.pairwise(slots) if b - a > 1]
     assert caught_up - before - 1 == missed  # the latest within the grace ran, none before

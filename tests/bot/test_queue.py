@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from pinrepl import App, BackgroundJobFailed, RunFailed
 from pinrepl.bot.process import Bot
 from pinrepl.db.models import utcnow
-from pinrepl.runs.repository import NewRun, Result
+from pinrepl.runs.repository import NewRun, Result, RunRow
 
 from ..conftest import _on_postgres, invoke, needs_postgres
 from .conftest import bot_app, executions
@@ -436,13 +436,49 @@ async def test_slots_that_waited_through_an_outage_run_the_latest_and_the_rest_a
     async def probe() -> None:
         pass
 
-    scheduler = Scheduler(app.repository, Outage(probe), utcnow)
+    class CutOff:
+        """The repository, away for its first write."""
+
+        away = True
+
+        async def enqueue_slots(self, runs: list[NewRun], now: datetime) -> list[RunRow]:
+            if self.away:
+                self.away = False
+                raise ConnectionRefusedError("connection refused")
+            return await app.repository.enqueue_slots(runs, now)
+
+    outage = Outage(probe)
+    scheduler = Scheduler(CutOff(), outage, utcnow)  # type: ignore[arg-type]
     scheduler.add(Fire(spec, schedule, slot) for slot in slots)
+    assert await scheduler.write() is None  # they wait through the outage
+    assert await scheduler.write() is None and outage.away  # not tried while it is away
+    outage.answered()  # the probe got an answer
     new = await scheduler.write()
+    await outage.aclose()
     assert new is not None
     assert sorted((r.scheduled_for, r.status) for r in new) == [
         (slots[1], "skipped"), (slots[2], "queued")]
     assert "missed" in next(r.error for r in new if r.status == "skipped")
+
+
+async def test_slots_that_waited_for_a_busy_bot_but_not_an_outage_are_all_queued(app: App):
+    from pinrepl.bot.outage import Outage
+    from pinrepl.bot.plan import Fire
+    from pinrepl.bot.scheduler import Scheduler
+    from pinrepl.schedules import Schedule
+
+    base = utcnow().replace(microsecond=0)
+    slots = [base - timedelta(seconds=n) for n in (2, 1)]
+
+    async def probe() -> None:
+        pass
+
+    scheduler = Scheduler(app.repository, Outage(probe), utcnow)
+    scheduler.add(Fire(app.jobs.get("noop"), Schedule("* * * * * *"), slot) for slot in slots)
+    new = await scheduler.write()
+    assert new is not None
+    assert sorted((r.scheduled_for, r.status) for r in new) == [
+        (slots[0], "queued"), (slots[1], "queued")]
 
 
 async def test_waiting_follows_its_own_runs_tries_not_a_twins(app: App):
