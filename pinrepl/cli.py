@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from . import __version__, durations
 from .app import App
 from .bot import counted
 from .console.evaluator import print_exception
@@ -211,24 +211,16 @@ class _Count(click.IntRange):
 
 
 class _Duration(click.ParamType):
-    """A duration: a number of seconds, or a number with one unit, s, m, h or d (`90`,
-    `30s`, `5m`, `1.5h`, `2d`), at most a year."""
+    """A duration as `durations.seconds` reads it: `90`, `30s`, `5m`, `1.5h`, `2d`."""
 
     name = "duration"
-    PATTERN = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    MAX = 366 * 86400
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
-        if isinstance(value, int | float):
-            return value
-        found = self.PATTERN.fullmatch(value.strip())
-        seconds = float(found[1]) * self.UNITS[found[2]] if found else None
-        if seconds is None or seconds > self.MAX:
-            self.fail(f"{value!r} is not a duration: seconds, or a number with s, m, h or "
-                      "d (e.g. 90, 30s, 5m, 2h, 1d), at most a year", param, ctx)
-        return seconds
+        try:
+            return durations.seconds(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
