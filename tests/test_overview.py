@@ -164,6 +164,21 @@ async def test_the_last_run_is_the_latest_slot_with_its_statuses_counted(history
     assert (report.status, report.runs) == ("succeeded", 1)
 
 
+async def test_a_retried_run_counts_as_its_last_try(history):
+    """globex failed its first try of the latest slot; its second try succeeded: the slot
+    counts that try, not both."""
+    database = history.database()
+    try:
+        (first,) = await database.background_job_runs.where(
+            job="weekly", scheduled_for=SLOT, tenant_id=2).all()
+        await database.background_job_runs.insert(
+            **run("weekly", SLOT, "succeeded", 2), attempt=2, retry_of=first.id)
+    finally:
+        await database.aclose()
+    weekly = (await read_history(history)).last_runs["weekly"]
+    assert weekly.counts == {"running": 1, "succeeded": 2}
+
+
 async def test_in_a_tenant_the_last_runs_are_that_tenants(history):
     (globex,) = await history.runner.resolve_tenants(["globex"])
     found = await read_history(history, globex)

@@ -121,10 +121,8 @@ def _latest_slot(job: str, tenant_id: int | None) -> Select:
     tenant_run = aliased(BackgroundJobRun)
     expanded = exists().where(tenant_run.parent_id == run.id)  # its tenants speak for it
     later = aliased(BackgroundJobRun)
-    retried = exists().where(  # a later try speaks for it
-        later.job == run.job, later.scheduled_for == run.scheduled_for,
-        later.args_hash == run.args_hash, later.attempt > run.attempt,
-        func.coalesce(later.tenant_id, 0) == func.coalesce(run.tenant_id, 0))
+    retried = exists().where(  # a later try speaks for it (found by the retries' index)
+        later.retry_of == func.coalesce(run.retry_of, run.id), later.attempt > run.attempt)
     return (
         select(run.job, run.scheduled_for, run.status, func.count(), func.max(run.finished_at))
         .where(run.job == job, run.scheduled_for == latest.scalar_subquery(), ~expanded,
