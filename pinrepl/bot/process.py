@@ -62,9 +62,9 @@ from .events import (
     DatabaseAway,
     Events,
     LogLines,
+    RunEnded,
     RunsAbandoned,
     SlotsQueued,
-    fields,
 )
 from .hooks import FailureHook
 from .outage import Outage
@@ -240,12 +240,12 @@ class Bot:
                          and row.error == MISSED)
         for job, count in sorted(missed.items()):
             log.warning("missed %s of %s while the database was away: only the latest "
-                        "runs", counted(count, "slot"), job)
+                        "runs", counted(count, "slot"), job,
+                        extra={"event": "slots_missed", "job": job, "count": count})
         paused = [row for row in new if row.status == Status.SKIPPED and row.error != MISSED]
-        for row in paused:  # its job is paused (SPEC 9)
-            log.info("run skipped: %s slot %s: %s", row.job, self._shown(row.scheduled_for),
-                     row.error, extra=fields(row, "run_ended", status=str(row.status),
-                                             error=row.error))
+        for row in paused:  # its job is paused (SPEC 9): logged and counted as ended
+            self.events.emit(RunEnded(row, self._worker.what(row), Status.SKIPPED, None,
+                                      row.error))
         self.events.emit(SlotsQueued(len(new) - missed.total() - len(paused)))
         self._worker.wake()
 
@@ -430,7 +430,8 @@ class Bot:
             log.info("schedule %s %r (%s)%s: next %s, misfire_grace %g s", spec.name,
                      schedule.cron, schedule.timezone.key, args,
                      slot.astimezone(schedule.timezone).isoformat(),
-                     misfire_grace(spec).total_seconds())
+                     misfire_grace(spec).total_seconds(),
+                     extra={"event": "schedule", "job": spec.name, "cron": schedule.cron})
         for spec, schedule in schedules_of(jobs):
             try:
                 check_arguments(spec, schedule.args, schedule.kwargs)
@@ -445,7 +446,9 @@ class Bot:
                    else "all older than misfire_grace (%g s)")
             log.warning("missed %s%s of %s %r: " + why, "at least " if miss.capped else "",
                         counted(miss.count, "slot"), miss.spec.name, miss.schedule.cron,
-                        misfire_grace(miss.spec).total_seconds())
+                        misfire_grace(miss.spec).total_seconds(),
+                        extra={"event": "slots_missed", "job": miss.spec.name,
+                               "cron": miss.schedule.cron, "count": miss.count})
 
     def _shown(self, slot: datetime) -> str:
         return slot.astimezone(self.app.settings.timezone).isoformat()

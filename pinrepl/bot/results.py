@@ -24,6 +24,7 @@ from datetime import datetime
 
 from ..db.engine import DATABASE_ERRORS
 from ..runs.repository import Repository, Result
+from ..runs.status import Status
 from . import counted
 from .events import Events, RunsRecorded
 from .outage import Outage
@@ -130,9 +131,12 @@ class Results:
         for run_id in finished.late:
             log.warning("run %d ended after a peer had marked it abandoned (this bot had "
                         "not beaten for the lease): its late result is noted in its error, "
-                        "the status stays abandoned", run_id)
+                        "the status stays abandoned", run_id,
+                        extra={"event": "late_result", "run_id": run_id,
+                               "status": str(Status.ABANDONED)})
         for parent, status in finished.fan_outs:
-            log.info("fan-out run %d %s", parent, status)
+            log.info("fan-out run %d %s", parent, status,
+                     extra={"event": "fan_out_ended", "run_id": parent, "status": status})
 
 
 def _lost(count: int) -> None:

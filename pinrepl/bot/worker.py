@@ -147,7 +147,8 @@ class Worker:
             for run_id in sorted(asked - self._cancel_asked):
                 task = self._cancellable.get(run_id)
                 if task is not None:
-                    log.info("cancelling run %d: its cancel was asked", run_id)
+                    log.info("cancelling run %d: its cancel was asked", run_id,
+                             extra={"event": "run_cancelling", "run_id": run_id})
                     self._cancel_asked.add(run_id)
                     task.cancel()
 
@@ -350,7 +351,7 @@ class Worker:
                    warn: bool = False) -> None:
         self._results.add(Result(row.id, status, now, error, parent_id=row.parent_id))
         self.outcomes[status] += 1
-        self._events.emit(RunEnded(row, self._what(row, None), status, None, error, warn=warn))
+        self._events.emit(RunEnded(row, self.what(row, None), status, None, error, warn=warn))
 
     async def _put_back_lost_claims(self) -> None:
         """A claim whose answer the outage lost may have taken rows this bot never saw:
@@ -395,11 +396,11 @@ class Worker:
             self._results.add(Result(row.id, Status.FAILED, finished_at, error,
                                      _traceback(selected), started_at=now))
             self._events.emit(RunEnded(
-                row, f"{self._what(row, None)}: its tenants could not be selected",
+                row, f"{self.what(row, None)}: its tenants could not be selected",
                 Status.FAILED, (finished_at - now).total_seconds(), error, selected))
             return
         if not selected:
-            log.info("no tenants selected for %s; nothing ran", self._what(row, None))
+            log.info("no tenants selected for %s; nothing ran", self.what(row, None))
         while True:
             try:
                 queued = await self._repository.expand(
@@ -413,7 +414,7 @@ class Worker:
         if queued is None:
             log.warning("fan-out %s was taken from this bot (it had not beaten for the "
                         "lease): its tenants are another bot's to queue",
-                        self._what(row, None))
+                        self.what(row, None))
         self._wake.set()
 
     async def _select(self, spec: JobSpec) -> list[Tenant] | Exception:
@@ -430,7 +431,7 @@ class Worker:
 
     async def _execute(self, row: RunRow, spec: JobSpec, tenant: Tenant | None,
                        arguments: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
-        what = self._what(row, tenant)
+        what = self.what(row, tenant)
         args, kwargs = arguments
         timeout = row.timeout if row.timeout is not None else spec.cls.timeout
         started_at = self._clock()
@@ -508,7 +509,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    def _what(self, row: RunRow, tenant: Tenant | None) -> str:
+    def what(self, row: RunRow, tenant: Tenant | None = None) -> str:
+        """How `row` is shown in the log: job, arguments, tenant, slot (or due time), try."""
         where = ""
         if tenant is not None:
             where = f" tenant {tenant.id} ({tenant.name})"

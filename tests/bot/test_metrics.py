@@ -236,6 +236,16 @@ TICK_AND_FAIL = {
             async def run(self):
                 raise ValueError("boom")
     """,
+    "held.py": """
+        from pinrepl import BackgroundJob
+
+        class Held(BackgroundJob):
+            def meta(self):
+                self.schedule("* * * * * *")
+
+            async def run(self):
+                pass
+    """,
 }
 
 
@@ -253,18 +263,23 @@ def test_a_real_bot_serves_its_metrics_over_http_and_logs_json(tmp_path: Path):
     env = {"PINREPL_DATABASE_URL": url}
     for options in (["--name", "fails"], ["--name", "fails", "--in", "1h"]):
         assert invoke("defer", "--app", root, *options, env=env).exit_code == 0
+    paused = invoke("pause-job", "--app", root, "--name", "held", "--reason", "hold", env=env)
+    assert paused.exit_code == 0, paused.output
     bot = Bot(root, url, "--metrics-port", "0", "--log-format", "json")
     try:
         bot.wait_for('"message": "metrics at http://127.0.0.1:')
         port = int(re.search(r'"port": (\d+)', bot.log)[1])  # type: ignore[index]
         bot.wait_for('"status": "failed"')
         bot.wait_for('"message": "run succeeded: tick', count=2)
+        bot.wait_for('"message": "run skipped: held slot ')
         found = scrape(port)
     finally:
         assert bot.stop() == 0
     assert found["pinrepl_runs_ended_total", (("job", "fails"), ("status", "failed"))] == 1
     assert found["pinrepl_runs_ended_total", (("job", "tick"), ("status", "succeeded"))] >= 2
     assert found["pinrepl_runs_queued", (("job", "fails"),)] == 1  # the one due in an hour
+    # A paused job's slots are recorded skipped, and counted so.
+    assert found["pinrepl_runs_ended_total", (("job", "held"), ("status", "skipped"))] >= 1
     assert found["pinrepl_runs_running", (("job", "tick"),)] in (0, 1)
     assert found["pinrepl_run_duration_seconds_count", (("job", "tick"),)] >= 2
     assert found["pinrepl_database_outages_total", ()] == 0
@@ -276,6 +291,8 @@ def test_a_real_bot_serves_its_metrics_over_http_and_logs_json(tmp_path: Path):
     assert failed["traceback"].endswith("ValueError: boom\nin background job 'fails'")
     assert isinstance(failed["run_id"], int) and failed["duration"] >= 0
     (started,) = [line for line in lines if line.get("event") == "bot_started"]
+    assert sorted(line["job"] for line in lines if line.get("event") == "schedule") == [
+        "held", "tick"]
     assert started["message"].startswith(f"bot {started['bot']} started: app ")
     assert (lines[-1]["event"], lines[-1]["bot"]) == ("bot_stopped", started["bot"])
     assert lines[-1]["message"].startswith(f"bot {started['bot']} stopped: ")
