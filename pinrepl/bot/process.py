@@ -134,7 +134,8 @@ class Bot:
         await check_version(self.app.engine)
         now = self._clock()
         try:
-            await self._repository.register(self.id, self.host, self.pid, now)
+            await self._repository.register(self.id, self.host, self.pid, now,
+                                            timedelta(seconds=self.lease))
             fires, missed = catch_up(self.app.jobs, now, await self._repository.last_slots())
         except DATABASE_ERRORS as exc:
             if not is_outage(exc):
@@ -258,7 +259,7 @@ class Bot:
         dead bots, retention; the seconds to the next beat."""
         try:
             if not registered and not await self._repository.beat(
-                    self.id, self.host, self.pid, now):
+                    self.id, self.host, self.pid, now, timedelta(seconds=self.lease)):
                 log.warning("this bot had not beaten for the lease (%g s) and was taken for "
                             "dead: its running runs may have been marked abandoned", self.lease)
             self.events.emit(Beat(now))

@@ -14,7 +14,7 @@ every run of `job` (if set) with `status`, of tenant `tenant_id`, from `origin`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import BadRunFilter
@@ -24,6 +24,8 @@ from .status import STATUSES
 if TYPE_CHECKING:
     from .repository import RunRow
 
+#: A bot's lease when it says none (the bots' default `--lease`).
+LEASE = timedelta(seconds=30)
 #: Where a run can come from (`origin`).
 ORIGINS = (Origin.SCHEDULE, Origin.DEFER, Origin.CLI, Origin.REPL, Origin.APP)
 
@@ -107,4 +109,11 @@ class BotRow:
     pid: int
     started_at: datetime
     beat_at: datetime
+    #: When it is dead unless it beats again (None: a bot of pinrepl 0.3.0).
+    expires_at: datetime | None
     running: list[RunRow] = field(default_factory=list)
+
+    def up(self, now: datetime) -> bool:
+        """Whether its lease holds at `now`: if not, its peers take it for dead (a bot of
+        0.3.0, which did not say its lease, is judged by the default one)."""
+        return now < (self.expires_at or self.beat_at + LEASE)

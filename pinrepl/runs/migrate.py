@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 VERSION_TABLE = "pinrepl_alembic_version"
 #: Every revision in `migrations/versions`, oldest first (a test checks them against it):
 #: listed here so that `check_version` needs no Alembic.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 SCRIPTS = Path(__file__).with_name("migrations")
 

@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..db import Engine
 from ..db.models import utcnow
-from .control import BotRow, Cancelled, Pause, RunFilter, paused_error
+from .control import LEASE, BotRow, Cancelled, Pause, RunFilter, paused_error
 from .record import Origin, Run, args_hash, decode_args, encode_args
 from .status import LIVE, UNSUCCESSFUL, Status
 from .tables import BOTS, PAUSES, RUNS
@@ -514,21 +514,27 @@ class Repository:
 
     # -- the bots ----------------------------------------------------------------------------
 
-    async def register(self, bot: str, host: str, pid: int, now: datetime) -> None:
+    async def register(self, bot: str, host: str, pid: int, now: datetime,
+                       lease: timedelta = LEASE) -> None:
+        """Register `bot`, dead unless it beats again within `lease` (its own)."""
         async with self.engine.begin() as conn:
             await conn.execute(insert(BOTS).values(
-                id=bot, host=host, pid=pid, started_at=now, beat_at=now))
+                id=bot, host=host, pid=pid, started_at=now, beat_at=now,
+                expires_at=now + lease))
 
-    async def beat(self, bot: str, host: str, pid: int, now: datetime) -> bool:
-        """Record a heartbeat. False when this bot had been given up for dead (its row
-        removed by another bot): it is registered again."""
+    async def beat(self, bot: str, host: str, pid: int, now: datetime,
+                   lease: timedelta = LEASE) -> bool:
+        """Record a heartbeat: `bot` is alive for `lease` more. False when it had been
+        given up for dead (its row removed by another bot): it is registered again."""
         async with self.engine.begin() as conn:
             beaten = await conn.execute(
-                update(BOTS).where(BOTS.c.id == bot).values(beat_at=now))
+                update(BOTS).where(BOTS.c.id == bot).values(beat_at=now,
+                                                            expires_at=now + lease))
             if beaten.rowcount:
                 return True
             await conn.execute(insert(BOTS).values(
-                id=bot, host=host, pid=pid, started_at=now, beat_at=now))
+                id=bot, host=host, pid=pid, started_at=now, beat_at=now,
+                expires_at=now + lease))
             return False
 
     async def unregister(self, bot: str) -> None:
@@ -539,13 +545,15 @@ class Repository:
                            retry: RetryPlan,
                            requeue: Callable[[RunRow], bool] = lambda run: False
                            ) -> list[RunRow]:
-        """Mark `abandoned` the running runs of bots that have not beaten for `lease`
-        (and of bots no longer registered, once as old), queue the retries `retry` plans
-        for them, end the fan-outs that ends, and forget those bots. A run `requeue` picks
-        (a fan-out whose bot died before it queued its tenants: no job code ran for it)
-        is queued again instead. The runs abandoned."""
+        """Mark `abandoned` the running runs of bots whose lease has expired (their own;
+        `lease` for a bot that did not say, and for the runs of bots no longer registered),
+        queue the retries `retry` plans for them, end the fan-outs that ends, and forget
+        those bots. A run `requeue` picks (a fan-out whose bot died before it queued its
+        tenants: no job code ran for it) is queued again instead. The runs abandoned."""
         cutoff = now - lease
-        dead = select(BOTS.c.id).where(BOTS.c.beat_at < cutoff, BOTS.c.id != bot)
+        dead = select(BOTS.c.id).where(
+            or_(BOTS.c.expires_at < now, BOTS.c.expires_at.is_(None) & (BOTS.c.beat_at < cutoff)),
+            BOTS.c.id != bot)
         gone = RUNS.c.bot.not_in(select(BOTS.c.id)) & (RUNS.c.started_at < cutoff)
         async with self.engine.begin() as conn:
             marked = await conn.execute(
@@ -799,8 +807,8 @@ class Repository:
                         RUNS.c.bot.in_([bot.id for bot in bots])).order_by(RUNS.c.id)):
                     run = RunRow.of(row)
                     running.setdefault(run.bot or "", []).append(run)
-        return [BotRow(b.id, b.host, b.pid, b.started_at, b.beat_at, running.get(b.id, []))
-                for b in bots]
+        return [BotRow(b.id, b.host, b.pid, b.started_at, b.beat_at, b.expires_at,
+                       running.get(b.id, [])) for b in bots]
 
     async def _skip_paused_tenants(self, conn: AsyncConnection, fan_out: RunRow,
                                    tenants: Sequence[int], busy: Sequence[int],

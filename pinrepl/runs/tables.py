@@ -134,8 +134,8 @@ Index(
 
 
 class BackgroundJobBot(Model):
-    """A bot that is up, and its heartbeat. A bot whose `beat_at` is older than the lease
-    is dead: its running runs are abandoned."""
+    """A bot that is up, and its heartbeat. A bot is dead once `expires_at` (its last beat
+    plus its own lease) has passed: its running runs are abandoned."""
 
     __tablename__ = "background_job_bots"
     __table_args__ = {"info": VERSIONED}
@@ -145,6 +145,9 @@ class BackgroundJobBot(Model):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: When it is dead unless it beats again (None: a bot of 0.3.0, judged by its peers'
+    #: lease).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class BackgroundJobPause(Model):

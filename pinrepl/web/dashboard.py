@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 PAGE = 50
 #: The failed tenants a fan-out's page lists (the counts say how many there are in all).
 FAILED_SHOWN = 100
-#: A bot not heard from for this long is shown as not up (the bots' default `--lease`: its
-#: peers then take it for dead).
-LEASE = 30.0
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..runs.record import decode_args, shown_arguments
 from ..runs.status import MEANINGS, STATUSES, Status
-from .dashboard import LEASE, Dashboard, Done
+from .dashboard import Dashboard, Done
 from .filters import ORIGINS, RunsQuery, parse_id
 from .safety import (
     CSRF_FIELD,
@@ -128,7 +128,7 @@ async def run_page(request: Request) -> Response:
 
 async def bots_page(request: Request) -> Response:
     bots = await dashboard(request).bots()
-    return render(request, "bots.html", bots=bots, lease=LEASE, title="Bots",
+    return render(request, "bots.html", bots=bots, title="Bots",
                   names=await dashboard(request).names_of([r for b in bots for r in b.running]))
 
 

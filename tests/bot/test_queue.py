@@ -291,6 +291,25 @@ async def test_a_late_result_does_not_overwrite_what_a_peer_recorded(app: App):
     assert row.status == "abandoned" and "late: its bot reported succeeded" in row.error
 
 
+async def test_a_bot_is_judged_by_its_own_lease_not_its_peers(app: App):
+    """A bot with `--lease 120` beats every 40 s: a peer whose lease is 30 s does not take
+    it for dead 60 s after its beat; one with the default lease is, then."""
+    repository = app.repository
+    await app.defer("noop")
+    await app.defer("slow", "a")
+    (patient,) = await repository.claim("patient", ["noop"], 1, utcnow())
+    (hasty,) = await repository.claim("hasty", ["slow"], 1, utcnow())
+    minute_ago = utcnow() - timedelta(minutes=1)
+    await repository.register("patient", "host", 1, minute_ago, timedelta(seconds=120))
+    await repository.register("hasty", "host", 2, minute_ago)
+    never: Callable[..., None] = lambda *_: None  # noqa: E731
+    abandoned = await repository.abandon_dead("peer", timedelta(seconds=30), utcnow(), never)
+    assert [r.id for r in abandoned] == [hasty.id]
+    assert {(bot.id, bot.up(utcnow())) for bot in await repository.bots()} == {
+        ("patient", True)}  # the dead one is forgotten
+    assert (await rows(app, id=patient.id))[0].status == "running"
+
+
 async def test_the_claim_takes_what_other_bots_left(app: App):
     for name in "abc":
         await app.defer("slow", name)

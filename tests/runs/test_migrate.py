@@ -214,12 +214,12 @@ async def assert_tables_match_the_models(engine: Engine) -> None:
 
 
 async def test_a_new_database_gets_the_tables_at_the_current_version(app):
-    assert (await init_database(app))[-1] == "pinrepl tables created (version 0003)"
+    assert (await init_database(app))[-1] == "pinrepl tables created (version 0004)"
     engine = engine_of(app)
     try:
         await migrate.check_version(engine)
         await assert_tables_match_the_models(engine)
-        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0003",)]
+        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0004",)]
     finally:
         await engine.aclose()
 
@@ -228,7 +228,7 @@ async def test_a_database_of_pinrepl_0_1_0_is_upgraded_in_place_keeping_every_ro
     engine = engine_of(app)
     try:
         await make_0_1_0(engine)
-        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0003"
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0004"
 
         upgraded = await runs(engine)
         assert [{k: row[k] for k in HISTORY[0]} for row in upgraded] == HISTORY
@@ -243,7 +243,7 @@ async def test_a_database_of_pinrepl_0_1_0_is_upgraded_in_place_keeping_every_ro
         await assert_tables_match_the_models(engine)
         await migrate.check_version(engine)
 
-        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0003)"
+        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0004)"
         assert await runs(engine) == upgraded
     finally:
         await engine.aclose()
@@ -282,7 +282,7 @@ async def test_tables_at_an_older_or_unknown_version_are_one_line_too(app):
     await init_database(app)
     engine = engine_of(app)
     try:
-        for found, says in (("0001", "this pinrepl needs 0003; upgrade them with: pinrepl "
+        for found, says in (("0001", "this pinrepl needs 0004; upgrade them with: pinrepl "
                                      "init-database"),
                             ("0099", "of a newer pinrepl than this one")):
             await on(engine, f"UPDATE {migrate.VERSION_TABLE} SET version_num = '{found}'")
@@ -321,7 +321,7 @@ async def test_the_apps_own_tables_and_alembic_setup_are_untouched(app):
         await init_database(app)
         assert await rows_of(engine, "alembic_version") == [("3f1c2a9b7d00",)]
         assert await rows_of(engine, "ledger") == [(1, "kept ✓")]
-        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0003",)]
+        assert await rows_of(engine, migrate.VERSION_TABLE) == [("0004",)]
     finally:
         await engine.aclose()
 
@@ -392,7 +392,7 @@ async def test_a_transaction_holding_the_table_delays_the_upgrade_a_bounded_time
             columns = await conn.run_sync(
                 lambda sync: {c["name"] for c in inspect(sync).get_columns(RUNS.name)})
         assert "args_hash" not in columns
-        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0003"
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0001 to 0004"
     finally:
         await engine.aclose()
 
@@ -402,7 +402,7 @@ async def test_tables_dropped_by_hand_are_made_anew(app):
     engine = engine_of(app)
     try:
         await on(engine, f"DROP TABLE {RUNS.name}", f"DROP TABLE {BOTS.name}")
-        assert (await init_database(app))[-1] == "pinrepl tables created (version 0003)"
+        assert (await init_database(app))[-1] == "pinrepl tables created (version 0004)"
         await assert_tables_match_the_models(engine)
     finally:
         await engine.aclose()
@@ -486,9 +486,9 @@ async def test_a_database_of_pinrepl_0_2_0_is_upgraded_in_place_keeping_every_ro
     try:
         await make_0_2_0(engine)
         assert await rows_of(engine, migrate.VERSION_TABLE) == [("0002",)]
-        with pytest.raises(TablesOutdated, match="at version 0002, this pinrepl needs 0003"):
+        with pytest.raises(TablesOutdated, match="at version 0002, this pinrepl needs 0004"):
             await migrate.check_version(engine)
-        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0002 to 0003"
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0002 to 0004"
 
         upgraded = await runs(engine)
         assert [{k: row[k] for k in HISTORY_0_2_0[0]} for row in upgraded] == [
@@ -502,7 +502,38 @@ async def test_a_database_of_pinrepl_0_2_0_is_upgraded_in_place_keeping_every_ro
             await migrate.check_version(fresh)
         finally:
             await fresh.aclose()
-        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0003)"
+        assert (await init_database(app))[-1] == "pinrepl tables up to date (version 0004)"
         assert await runs(engine) == upgraded
+    finally:
+        await engine.aclose()
+
+
+async def test_a_database_of_pinrepl_0_3_0_keeps_its_bots_judged_by_the_default_lease(app):
+    """0004 adds each bot's lease (`expires_at`): a bot up during the upgrade has none, and
+    its peers judge it by their own lease, as 0.3.0 did."""
+    from alembic import command
+
+    from pinrepl.db.engine import IMMEDIATE
+    from pinrepl.runs.repository import Repository
+
+    engine = engine_of(app)
+    try:
+        await engine.check(create=True)
+        source = engine.engine.execution_options(**{IMMEDIATE: True}) if engine.is_sqlite \
+            else engine.engine
+
+        def to_0003(sync: Any) -> None:
+            command.upgrade(migrate._config(sync), "0003")
+            sync.commit()
+
+        async with source.connect() as conn:
+            await conn.run_sync(to_0003)
+        async with engine.engine.begin() as conn:
+            await conn.execute(insert(BOTS), [BOT])  # a bot of 0.3.0, last heard at SLOT
+        assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0003 to 0004"
+        await assert_tables_match_the_models(engine)
+        (bot,) = await Repository(engine).bots()
+        assert (bot.id, bot.beat_at, bot.expires_at) == (BOT["id"], SLOT, None)
+        assert bot.up(SLOT + timedelta(seconds=29)) and not bot.up(SLOT + timedelta(seconds=30))
     finally:
         await engine.aclose()

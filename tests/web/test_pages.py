@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 from pinrepl.db.models import utcnow
 from pinrepl.runs.control import RunFilter
@@ -126,6 +127,21 @@ async def test_the_bots_page_shows_each_bot_its_last_beat_and_running_runs(app, 
     assert "bot-1@web-test" in text and "web-test" in text and "4242" in text
     assert " up " in f" {text} " and "ago" in text
     assert f'href="http://dashboard.test/runs/{claimed.id}"' in page.text
+
+
+async def test_a_bot_is_up_while_its_own_lease_holds(app, history):
+    minute_ago = utcnow() - timedelta(minutes=1)
+    await app.repository.register("patient", "host-2", 1, minute_ago, timedelta(minutes=2))
+    await app.repository.register("hasty", "host-3", 2, minute_ago)  # the default 30 s
+    async with client(app) as web:
+        page = await web.get("/bots")
+
+    def up(bot: str) -> str:
+        row = page.text[page.text.index(f'data-bot="{bot}"'):]
+        return main_of(f"<main>{row[:row.index('</tr>')]}</main>")
+
+    assert " up " in up("patient") and "silent" not in up("patient")
+    assert "silent" in up("hasty")
 
 
 async def test_the_live_fragment_is_the_polled_block_alone(app, history):
