@@ -37,8 +37,11 @@ from sqlalchemy import insert, text
 from pinrepl import App
 from pinrepl.db.models import Tenant
 from pinrepl.runs.history import last_runs
+from pinrepl.runs.record import args_hash, encode_args
 
 JOBS, TENANTS, SLOTS, LATEST_TENANTS = 5, 1000, 200, 200
+#: The runs' arguments (none), and their hash.
+ARGS = {"args": encode_args((), {}), "hash": args_hash(encode_args((), {}))}
 HOURLY = """
 from pinrepl import BackgroundJob
 
@@ -54,19 +57,22 @@ class Report{n}(BackgroundJob):
 #: The latest slot, 2026-01-01 00:00 UTC: `tenants` of each job, one in 50 failed.
 LATEST = """
 INSERT INTO background_job_runs
-    (job, tenant_id, args, scheduled_for, status, bot, started_at, finished_at, error)
-SELECT 'report-' || j, t, '{"args":[],"kwargs":{}}', timestamptz '2026-01-01 00:00Z',
+    (job, tenant_id, args, args_hash, scheduled_for, status, bot, started_at, finished_at,
+     error, origin, attempt, priority, created_at, not_before)
+SELECT 'report-' || j, t, :args, :hash, timestamptz '2026-01-01 00:00Z',
        CASE WHEN t % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 'bench',
        timestamptz '2026-01-01 00:00Z', timestamptz '2026-01-01 00:00:02Z',
-       CASE WHEN t % 50 = 0 THEN 'RuntimeError: down' END
+       CASE WHEN t % 50 = 0 THEN 'RuntimeError: down' END, 'schedule', 1, 0,
+       timestamptz '2026-01-01 00:00Z', timestamptz '2026-01-01 00:00Z'
 FROM generate_series(1, :jobs) AS j, generate_series(1, :tenants) AS t
 """
 #: The hourly slots before it.
 OLDER = """
 INSERT INTO background_job_runs
-    (job, tenant_id, args, scheduled_for, status, bot, started_at, finished_at, error)
-SELECT 'report-' || j, t, '{"args":[],"kwargs":{}}', slot, 'succeeded', 'bench', slot,
-       slot + interval '2 seconds', NULL
+    (job, tenant_id, args, args_hash, scheduled_for, status, bot, started_at, finished_at,
+     error, origin, attempt, priority, created_at, not_before)
+SELECT 'report-' || j, t, :args, :hash, slot, 'succeeded', 'bench', slot,
+       slot + interval '2 seconds', NULL, 'schedule', 1, 0, slot, slot
 FROM generate_series(1, :jobs) AS j, generate_series(1, :tenants) AS t,
      generate_series(timestamptz '2026-01-01 00:00Z' - :slots * interval '1 hour',
                      timestamptz '2026-01-01 00:00Z' - interval '1 hour',
@@ -87,10 +93,11 @@ async def fill(root: Path, url: str, older: bool) -> int:
         await app.init_database(echo=lambda _line: None)
         async with app.engine.engine.begin() as conn:
             await conn.execute(insert(Tenant), [{"name": f"t{i}"} for i in range(TENANTS)])
-            await conn.execute(text(LATEST), {"jobs": JOBS, "tenants": LATEST_TENANTS})
+            await conn.execute(text(LATEST), {"jobs": JOBS, "tenants": LATEST_TENANTS,
+                                              **ARGS})
             if older:
-                await conn.execute(text(OLDER),
-                                   {"jobs": JOBS, "tenants": TENANTS - 1, "slots": SLOTS})
+                await conn.execute(text(OLDER), {"jobs": JOBS, "tenants": TENANTS - 1,
+                                                 "slots": SLOTS, **ARGS})
         async with app.engine.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("ANALYZE background_job_runs"))
