@@ -134,6 +134,22 @@ async def test_a_bot_that_is_up_sees_pauses_resumes_and_cancels_at_once(
         await until(lambda: recorded(root, "tick"), timeout=10)
         assert recorded(root, "tick")[0]["at"] - resumed < 1.0
 
+        # Paused while it is up: no slot more than a second after the pause runs.
+        paused = time.time()
+        await app.pause_job("tick", reason="again")
+
+        async def skipped_again() -> list[Any]:
+            rows = await app.list_runs(RunFilter(job="tick", status="skipped"), limit=1)
+            return [row for row in rows if row.error == "paused: again"]
+
+        again = await until(skipped_again, timeout=10)
+        await app.resume_job("tick")
+        ran = [row for row in await app.list_runs(RunFilter(job="tick"), limit=1000)
+               if row.status != "skipped" and row.origin == "schedule"
+               and row.scheduled_for.timestamp() > paused + 1.0
+               and row.scheduled_for < again[0].scheduled_for]
+        assert ran == [], ran
+
         sleeping = await app.defer("sleeper")
         await until(lambda: recorded(root, "sleeper", event="start"))
         asked = time.monotonic()
