@@ -11,7 +11,8 @@ methods, and return what they did, shown as how many runs they queued or cancell
 `await jobs['x'].pause(reason=...)` and `.resume()` pause and resume the job for every bot.
 
 In a tenant's session (`--tenant`, `use_tenant`) all of them are that tenant's: its runs,
-its runs retried or cancelled, its pauses; naming another tenant is a `TenantViolation`.
+its runs retried or cancelled, its pauses; naming another tenant is a `TenantViolation`,
+and the id of another tenant's run matches nothing, as the id of no run does.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        new = await self.app.retry_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        new = await self.app.retry_runs(await self._one(run_id))
         if not new:
             return Done(f"run {run_id} is {run.status}: only a run that failed, timed out, was "
                         "abandoned or cancelled is retried", run_id)
@@ -255,7 +255,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        done = await self.app.cancel_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        done = await self.app.cancel_runs(await self._one(run_id))
         if done.running:
             return Done(f"run {run_id} is being cancelled: its bot stops it within a second "
                         "or two", run_id)
@@ -263,6 +263,10 @@ class Dashboard:
             return Done(f"run {run_id} cancelled", run_id)
         return Done(f"run {run_id} is {run.status}: only a queued or running run is cancelled",
                     run_id)
+
+    async def _one(self, run_id: int) -> RunFilter:
+        """Run `run_id`, if it is the dashboard's tenant's (with one)."""
+        return RunFilter(ids=(run_id,), tenant_id=await self._tenant_id())
 
 
 def _with_running(bot: BotRow, running: list[RunRow]) -> BotRow:

@@ -202,6 +202,20 @@ async def test_retry_by_status_and_tenant(app):
         minutes=5)))) == 2
 
 
+async def test_ids_of_a_tenant_reach_that_tenants_runs_only(app):
+    fan_out = await app.defer_job("per-tenant", tenants=["acme", "globex"])
+    acme, globex = await app.repository.tenant_runs(fan_out.id)
+    assert await app.cancel_runs(RunFilter(ids=(acme.id, globex.id), tenant_id=acme.tenant_id)
+                                 ) == Cancelled(queued=1, running=0)
+    assert [(r.id, r.status) for r in await app.repository.tenant_runs(fan_out.id)] == [
+        (acme.id, "cancelled"), (globex.id, "queued")]
+    assert await app.retry_runs(RunFilter(ids=(acme.id,), tenant_id=globex.tenant_id)) == []
+    (new,) = await app.retry_runs(RunFilter(ids=(acme.id,), tenant_id=acme.tenant_id))
+    assert [r.id for r in await app.list_runs(RunFilter(ids=(new, globex.id),
+                                                        tenant_id=globex.tenant_id))] == [
+        globex.id]
+
+
 # -- cancelling -----------------------------------------------------------------------------
 
 

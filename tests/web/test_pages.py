@@ -188,6 +188,40 @@ async def test_retry_and_cancel_from_the_run_page(app, history):
         main_of(page.text)
 
 
+async def acme_of(app, history: History) -> int:
+    acme_run = await app.get_run(history.acme_queued)
+    assert acme_run is not None and acme_run.tenant_id is not None
+    return acme_run.tenant_id
+
+
+async def test_pause_retry_and_cancel_on_a_tenant_dashboard_act_for_that_tenant(app,
+                                                                              history):
+    acme = await acme_of(app, history)
+    async with client(app, tenant="acme") as web:
+        csrf = await csrf_of(web)
+        paused = await web.post("/jobs/hello/pause", data={"csrf": csrf},
+                                headers={"HX-Prompt": "acme asked"})
+        pauses = [(p.job, p.tenant_id, p.reason) for p in await app.pauses()]
+        resumed = await web.post("/jobs/hello/resume", data={"csrf": csrf})
+        cancelled = await web.post(f"/runs/{history.acme_queued}/cancel", data={"csrf": csrf})
+        cancel_page = await web.get(cancelled.headers["location"])
+        retried = await web.post(f"/runs/{history.acme_queued}/retry", data={"csrf": csrf})
+        retry_page = await web.get(retried.headers["location"])
+        others = await web.post(f"/runs/{history.failed}/retry", data={"csrf": csrf})
+    assert (paused.status_code, resumed.status_code) == (303, 303)
+    assert pauses == [("hello", acme, "acme asked")] and await app.pauses() == []
+    assert cancelled.status_code == 303
+    assert f"run {history.acme_queued} cancelled" in main_of(cancel_page.text)
+    assert retried.status_code == 303
+    new_try = await app.get_run(int(retried.headers["location"].rsplit("/", 1)[1]))
+    assert new_try is not None and (new_try.tenant_id, new_try.status, new_try.retry_of) == (
+        acme, "queued", history.acme_queued)
+    assert f"run {history.acme_queued} retried: run {new_try.id} queued" in \
+        main_of(retry_page.text)
+    assert others.status_code == 404  # a run of no tenant: not this dashboard's
+    assert [r.retry_of for r in await app.list_runs(RunFilter(job="fails"))] == [None]
+
+
 async def test_bad_input_is_a_clear_4xx_page_never_a_traceback(app, history):
     cases = {
         "/runs/999999": (404, "there is no run 999999"),
