@@ -221,9 +221,13 @@ class Dashboard:
         tenant = await self.tenant()
         if tenant is None:
             run = await self.app.defer(self._job(name))
-        else:
-            run = await self.app.defer_job(self._job(name), tenants=[tenant])
-        return Done(f"run {run.id} of {name} queued", run.id)
+            return Done(f"run {run.id} of {name} queued", run.id)
+        fan_out = await self.app.defer_job(self._job(name), tenants=[tenant])
+        # The fan-out's own row has no tenant (this dashboard hides it): the tenant's row is
+        # the run to go to.
+        rows = await self.app.repository.tenant_runs(fan_out.id)
+        run_id = rows[0].id if rows else fan_out.id
+        return Done(f"run {run_id} of {name} queued for tenant {tenant.name}", run_id)
 
     async def pause(self, name: str, reason: str | None) -> Done:
         tenant = await self.tenant()

@@ -194,6 +194,20 @@ async def acme_of(app, history: History) -> int:
     return acme_run.tenant_id
 
 
+async def test_run_now_on_a_tenant_dashboard_links_to_that_tenants_run(app, history):
+    async with client(app, tenant="acme") as web:
+        csrf = await csrf_of(web)
+        ran = await web.post("/jobs/each/run", data={"csrf": csrf})
+        page = await web.get(ran.headers["location"])
+        (linked,) = re.findall(r'class="flash".*?href="[^"]*/runs/(\d+)"', page.text)
+        shown = await web.get(f"/runs/{linked}")  # the tenant's row, not its fan-out's
+    assert ran.status_code == 303 and shown.status_code == 200
+    new = await app.get_run(int(linked))
+    assert new is not None and (new.job, new.tenant_id, new.status) == (
+        "each", await acme_of(app, history), "queued")
+    assert f"run {linked} of each queued for tenant acme" in main_of(page.text)
+
+
 async def test_pause_retry_and_cancel_on_a_tenant_dashboard_act_for_that_tenant(app,
                                                                               history):
     acme = await acme_of(app, history)
