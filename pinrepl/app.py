@@ -16,14 +16,13 @@ repository's statements.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from types import ModuleType
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .defer import Deferrer
-from .errors import ConfigError, JobLoadError, UnknownBackgroundJob
+from .errors import ConfigError, JobLoadError, ReadOnlySession, UnknownBackgroundJob
 from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
 from .runs.record import Origin
@@ -326,17 +325,8 @@ class App:
         await check_version(self.engine)
         return self.repository
 
-    @contextlib.asynccontextmanager
-    async def _explaining(self) -> AsyncIterator[None]:
-        """A database error about pinrepl's tables (a column dropped by hand, a lock held
-        too long) as its one-line error."""
-        from sqlalchemy.exc import DBAPIError  # loaded already: the statements need it
-
-        try:
-            yield
-        except DBAPIError as exc:
-            problem = await self.engine.explain(exc, _CONTROL_TABLES)
-            raise problem or exc from None
+    def _explaining(self) -> _Explaining:
+        return _Explaining(self.engine)
 
     def _names_a_job(self, name: str) -> bool:
         """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
@@ -378,3 +368,29 @@ class App:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class _Explaining:
+    """`async with`: a database error about pinrepl's tables (a column dropped by hand, a
+    lock held too long) as its one-line error, and a write a read-only session's database
+    refused (`ReadOnlySession`) without the driver's error and frames under it.
+
+    A class, not `contextlib.asynccontextmanager`: contextlib puts back the first
+    traceback of an exception its generator raises again (the driver's frames with it),
+    and one raised anew there would show contextlib's own frames."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        from sqlalchemy.exc import DBAPIError  # loaded already: the statements need it
+
+        if isinstance(exc, ReadOnlySession):
+            raise exc.with_traceback(None) from None
+        if isinstance(exc, DBAPIError):
+            problem = await self._engine.explain(exc, _CONTROL_TABLES)
+            raise problem or exc from None
