@@ -39,7 +39,7 @@ from .errors import (
 )
 from .jobs import job_name_of
 from .logs import LOG_FORMATS, TimedFormatter, formatter_for, logging_to_stderr
-from .runs.control import ORIGINS, RunFilter
+from .runs.control import MAX_ID, ORIGINS, RunFilter
 from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
 
@@ -624,7 +624,7 @@ def _metrics(bot: Any, app: App, host: str, port: int | None
               help="Only the runs from there (a schedule, defer, the CLI, the REPL, the app).")
 @click.option("--since", type=_Duration(), metavar="DURATION",
               help="Only the runs made in the last DURATION: 90 (seconds), 30m, 2h, 1d.")
-@click.option("--limit", type=_Count(min=1), default=50, show_default=True,
+@click.option("--limit", type=_Count(min=1, max=MAX_ID), default=50, show_default=True,
               help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @app_option
@@ -721,8 +721,8 @@ async def resume_job(name: str, tenants: tuple[str, ...], app_dir: Path | None) 
 
 def _run_ids(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--name", metavar="JOB", help="The runs of this job.")(command)
-    return click.option("--id", "ids", type=_Count(min=1), multiple=True, metavar="ID",
-                        help="This run (repeatable).")(command)
+    return click.option("--id", "ids", type=_Count(min=1, max=MAX_ID), multiple=True,
+                        metavar="ID", help="This run (repeatable).")(command)
 
 
 def _ids_or_name(ids: tuple[int, ...], name: str | None, **others: object) -> None:

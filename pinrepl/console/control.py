@@ -49,8 +49,11 @@ class Runs:
                        limit: int = 50) -> RunList:
         """The runs, newest first, of `job`, with `status`, of `tenant`, from `origin`,
         made since `since` (each: if given); at most `limit`."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise BadRunFilter(f"limit is a whole number of runs, at least 1, not {limit!r}")
+        from ..runs.control import MAX_ID
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_ID:
+            raise BadRunFilter(f"limit is a whole number of runs, from 1 to {MAX_ID}, not "
+                               f"{limit!r}")
         run_filter = await self._filter(job=job, status=status, tenant=tenant, origin=origin,
                                         since=since)
         app = self._console.app

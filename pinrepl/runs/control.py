@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 #: Where a run can come from (`origin`).
 ORIGINS = (Origin.SCHEDULE, Origin.DEFER, Origin.CLI, Origin.REPL, Origin.APP)
+#: The largest id a run can have (a BIGINT), and the most runs a listing can ask for: a
+#: larger number is no statement's parameter on either database.
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,10 @@ class RunFilter:
             raise BadRunFilter("give run ids (of a tenant, at most), or a job and the other "
                                "filters, not both")
         for run_id in self.ids:
-            if isinstance(run_id, bool) or not isinstance(run_id, int):
-                raise BadRunFilter(f"a run id is a whole number, not {run_id!r}")
+            if isinstance(run_id, bool) or not isinstance(run_id, int) \
+                    or not 0 < run_id <= MAX_ID:
+                raise BadRunFilter(f"a run id is a whole number from 1 to {MAX_ID}, not "
+                                   f"{run_id!r}")
 
     @property
     def by_fields(self) -> bool:

@@ -17,15 +17,13 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from ..errors import BadRunFilter
-from ..runs.control import ORIGINS
+from ..runs.control import MAX_ID, ORIGINS
 from ..runs.status import STATUSES
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 #: The longest `since` as a duration: ten years (a longer one is a typo).
 _LONGEST = 3660 * 86400
-#: The largest id a run can have (a BIGINT).
-_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ def parse_id(text: str) -> int:
 
 
 def _id(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= _MAX_ID:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
         raise BadRunFilter(f"{what} {text!r} is not a run id (a whole number from 1)")
     return int(text)
 

@@ -301,7 +301,7 @@ async def test_the_listing_filters(app):
 
 @pytest.mark.parametrize("bad", [
     {"status": "done"}, {"origin": "cron"}, {"ids": (1,), "job": "noop"},
-    {"since": utcnow().replace(tzinfo=None)}, {"ids": ("1",)},
+    {"since": utcnow().replace(tzinfo=None)}, {"ids": ("1",)}, {"ids": (2**63,)}, {"ids": (0,)},
 ])
 def test_a_bad_filter_is_one_line(bad):
     with pytest.raises(BadRunFilter) as refused:
