@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -103,4 +103,9 @@ def _instant(text: str, timezone: ZoneInfo, now: datetime) -> datetime:
             f"since {text!r} is neither a duration (90, 30s, 15m, 2h, 7d, 1w) nor an ISO 8601 "
             "date and time (2026-12-01 or 2026-12-01T08:00, in the app's timezone, or with "
             "an offset)") from None
-    return moment.replace(tzinfo=timezone) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=timezone) if moment.tzinfo is None else moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # its offset takes it past year 1 or 9999
+        raise BadRunFilter(f"since {text!r} is not a time a run can have been made (in UTC "
+                           "it is before year 1 or after year 9999)") from None

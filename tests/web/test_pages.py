@@ -243,6 +243,8 @@ async def test_bad_input_is_a_clear_4xx_page_never_a_traceback(app, history):
         "/runs?status=nope": (400, "unknown status 'nope': one of queued, running"),
         "/runs?origin=mars": (400, "unknown origin 'mars'"),
         "/runs?since=yesterday": (400, "since 'yesterday' is neither a duration"),
+        "/runs?since=0001-01-01T00:00%2B14:00": (400, "before year 1 or after year 9999"),
+        "/runs?since=9999-12-31T23:59-12:00": (400, "before year 1 or after year 9999"),
         "/runs?before=12x": (400, "before '12x' is not a run id"),
         "/runs?tenant=nobody": (400, "unknown tenant 'nobody'"),
         "/runs?job=nope": (400, "unknown background job 'nope'"),
