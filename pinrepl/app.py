@@ -22,7 +22,13 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .defer import Deferrer
-from .errors import ConfigError, JobLoadError, ReadOnlySession, UnknownBackgroundJob
+from .errors import (
+    ConfigError,
+    JobLoadError,
+    NoTenantsGiven,
+    ReadOnlySession,
+    UnknownBackgroundJob,
+)
 from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
 from .runs.record import Origin
@@ -250,7 +256,7 @@ class App:
         REASON`), its other queued runs wait until it is resumed; in-process runs still
         run, with a note. Pausing a paused job again changes only its reason (if given)."""
         self._check_job(name)
-        tenant_ids = await self._tenant_ids(tenants)
+        tenant_ids = await self._tenant_ids(tenants, "pause")
         repository = await self._control()
         from .db.models import utcnow
 
@@ -260,7 +266,7 @@ class App:
     async def resume_job(self, name: str, *, tenants: Iterable[Any] | None = None) -> int:
         """Lift the pauses of job `name`: every one of it (its tenants' too), or with
         `tenants` only those tenants'; how many were lifted. The runs that waited start."""
-        tenant_ids = await self._tenant_ids(tenants)
+        tenant_ids = await self._tenant_ids(tenants, "resume")
         repository = await self._control()
         async with self._explaining():
             if not self._names_a_job(name) and not await repository.pauses(name):
@@ -349,11 +355,16 @@ class App:
         if job is not None and not self._names_a_job(job) and not await repository.has_job(job):
             raise UnknownBackgroundJob(job, self.jobs.names)
 
-    async def _tenant_ids(self, tenants: Iterable[Any] | None) -> list[int] | None:
+    async def _tenant_ids(self, tenants: Iterable[Any] | None, doing: str) -> list[int] | None:
+        """The ids of `tenants` (None: not given); `NoTenantsGiven` for an empty list, which
+        would otherwise mean the whole job."""
         if tenants is None:
             return None
         refs = list(tenants)
-        return [t.id for t in await self.runner.resolve_tenants(refs)] if refs else None
+        if not refs:
+            raise NoTenantsGiven(f"the tenants given name no tenant: leave them out to {doing} "
+                                 "the whole job")
+        return [t.id for t in await self.runner.resolve_tenants(refs)]
 
     async def aclose(self) -> None:
         try:

@@ -158,6 +158,11 @@ class NoTenantsTable(MissingTable):
     """A multi-tenant run needs the `tenants` table, and the database has none."""
 
 
+class NoTenantsGiven(PinreplError, ValueError):
+    """Tenants asked for as an empty list (`pause(tenants=[])`): it names no tenant, and
+    leaving them out is what means the whole job."""
+
+
 class TenantViolation(PinreplError):
     """A call from one tenant's workspace tried to reach another tenant's rows or runs."""
 

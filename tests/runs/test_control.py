@@ -13,7 +13,7 @@ import pytest
 
 from pinrepl import App, BadJobArguments, UnknownBackgroundJob, UnknownTenant
 from pinrepl.db.models import utcnow
-from pinrepl.errors import BadRunFilter
+from pinrepl.errors import BadRunFilter, NoTenantsGiven
 from pinrepl.runs.control import Cancelled, Pause, RunFilter
 from pinrepl.runs.repository import NewRun, Result
 
@@ -95,6 +95,18 @@ async def test_pausing_an_unknown_job_or_tenant_changes_nothing(app):
     with pytest.raises(UnknownBackgroundJob):
         await app.resume_job("nop")
     assert await app.pauses() == []
+
+
+async def test_an_empty_list_of_tenants_is_refused_not_the_whole_job(app):
+    await app.pause_job("noop", tenants=["acme"])
+    with pytest.raises(NoTenantsGiven) as paused:
+        await app.pause_job("noop", tenants=[])
+    with pytest.raises(NoTenantsGiven) as resumed:
+        await app.resume_job("noop", tenants=iter(()))
+    assert str(paused.value) == ("the tenants given name no tenant: leave them out to pause "
+                                 "the whole job")
+    assert str(resumed.value).endswith("leave them out to resume the whole job")
+    assert [(p.job, p.tenant_id) for p in await app.pauses()] == [("noop", 1)]
 
 
 async def test_a_paused_jobs_slots_are_skipped_saying_why(app):
