@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
     ConfigError,
+    DashboardUnavailable,
     DatabaseRefused,
     DatabaseUnavailable,
     JobDefinitionError,
@@ -929,7 +931,7 @@ async def web(host: str, port: int, read_only: bool, tenant: str | None, token: 
                           "pip install 'pinrepl[web]'") from None
     from .runs.migrate import check_version
 
-    with logging_to_stderr(TimedFormatter()):
+    with _listening(host.strip("[]"), port) as sock, logging_to_stderr(TimedFormatter()):
         async with App(Settings.load(app_dir)) as app:
             await check_version(app.engine)  # no tables, or of another version: one line
             if tenant is not None:
@@ -938,11 +940,36 @@ async def web(host: str, port: int, read_only: bool, tenant: str | None, token: 
             config = uvicorn.Config(dashboard, host=host.strip("[]"), port=port,
                                     log_config=None, access_log=False, lifespan="off")
             logging.getLogger("pinrepl.web").info(
-                "the dashboard of %s%s%s%s", app.settings.root,
+                "the dashboard of %s at http://%s/%s%s%s", app.settings.root, _address(sock),
                 " (read-only)" if read_only else "",
                 f", tenant {tenant}" if tenant else "", ", token required" if token else "")
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock])
     return 0
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` for the dashboard, bound here rather than by uvicorn
+    so that an address in use is one line (`DashboardUnavailable`), not uvicorn's log lines
+    and exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn does
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # in use, not ours to use, no such address
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        raise DashboardUnavailable(
+            f"cannot serve the dashboard on {shown}:{port}: {exc.strerror or exc} (choose "
+            "another --port or --host)") from None
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    """`HOST:PORT` of a bound socket (the port it got, with --port 0), `[::1]:PORT` for
+    IPv6."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def main() -> None:

@@ -87,6 +87,11 @@ class MetricsUnavailable(PinreplError):
     it may not listen on)."""
 
 
+class DashboardUnavailable(PinreplError):
+    """`pinrepl web` cannot listen where it was told to (a port in use, an address it may
+    not listen on)."""
+
+
 class LockTimeout(PinreplError):
     """A statement waited too long for a lock another transaction holds."""
 
