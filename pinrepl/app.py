@@ -16,14 +16,19 @@ repository's statements.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from types import ModuleType
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .defer import Deferrer
-from .errors import ConfigError, JobLoadError, UnknownBackgroundJob
+from .errors import (
+    ConfigError,
+    JobLoadError,
+    NoTenantsGiven,
+    ReadOnlySession,
+    UnknownBackgroundJob,
+)
 from .jobs import AppImports, JobRegistry, shown_path
 from .runner import Runner
 from .runs.record import Origin
@@ -251,7 +256,7 @@ class App:
         REASON`), its other queued runs wait until it is resumed; in-process runs still
         run, with a note. Pausing a paused job again changes only its reason (if given)."""
         self._check_job(name)
-        tenant_ids = await self._tenant_ids(tenants)
+        tenant_ids = await self._tenant_ids(tenants, "pause")
         repository = await self._control()
         from .db.models import utcnow
 
@@ -261,7 +266,7 @@ class App:
     async def resume_job(self, name: str, *, tenants: Iterable[Any] | None = None) -> int:
         """Lift the pauses of job `name`: every one of it (its tenants' too), or with
         `tenants` only those tenants'; how many were lifted. The runs that waited start."""
-        tenant_ids = await self._tenant_ids(tenants)
+        tenant_ids = await self._tenant_ids(tenants, "resume")
         repository = await self._control()
         async with self._explaining():
             if not self._names_a_job(name) and not await repository.pauses(name):
@@ -326,17 +331,8 @@ class App:
         await check_version(self.engine)
         return self.repository
 
-    @contextlib.asynccontextmanager
-    async def _explaining(self) -> AsyncIterator[None]:
-        """A database error about pinrepl's tables (a column dropped by hand, a lock held
-        too long) as its one-line error."""
-        from sqlalchemy.exc import DBAPIError  # loaded already: the statements need it
-
-        try:
-            yield
-        except DBAPIError as exc:
-            problem = await self.engine.explain(exc, _CONTROL_TABLES)
-            raise problem or exc from None
+    def _explaining(self) -> _Explaining:
+        return _Explaining(self.engine)
 
     def _names_a_job(self, name: str) -> bool:
         """Whether `name` is a job of the app, loaded or not (a file that fails to load)."""
@@ -359,11 +355,16 @@ class App:
         if job is not None and not self._names_a_job(job) and not await repository.has_job(job):
             raise UnknownBackgroundJob(job, self.jobs.names)
 
-    async def _tenant_ids(self, tenants: Iterable[Any] | None) -> list[int] | None:
+    async def _tenant_ids(self, tenants: Iterable[Any] | None, doing: str) -> list[int] | None:
+        """The ids of `tenants` (None: not given); `NoTenantsGiven` for an empty list, which
+        would otherwise mean the whole job."""
         if tenants is None:
             return None
         refs = list(tenants)
-        return [t.id for t in await self.runner.resolve_tenants(refs)] if refs else None
+        if not refs:
+            raise NoTenantsGiven(f"the tenants given name no tenant: leave them out to {doing} "
+                                 "the whole job")
+        return [t.id for t in await self.runner.resolve_tenants(refs)]
 
     async def aclose(self) -> None:
         try:
@@ -378,3 +379,29 @@ class App:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class _Explaining:
+    """`async with`: a database error about pinrepl's tables (a column dropped by hand, a
+    lock held too long) as its one-line error, and a write a read-only session's database
+    refused (`ReadOnlySession`) without the driver's error and frames under it.
+
+    A class, not `contextlib.asynccontextmanager`: contextlib puts back the first
+    traceback of an exception its generator raises again (the driver's frames with it),
+    and one raised anew there would show contextlib's own frames."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        from sqlalchemy.exc import DBAPIError  # loaded already: the statements need it
+
+        if isinstance(exc, ReadOnlySession):
+            raise exc.with_traceback(None) from None
+        if isinstance(exc, DBAPIError):
+            problem = await self._engine.explain(exc, _CONTROL_TABLES)
+            raise problem or exc from None

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
     ConfigError,
+    DashboardUnavailable,
     DatabaseRefused,
     DatabaseUnavailable,
     JobDefinitionError,
@@ -39,7 +41,7 @@ from .errors import (
 )
 from .jobs import job_name_of
 from .logs import LOG_FORMATS, TimedFormatter, formatter_for, logging_to_stderr
-from .runs.control import ORIGINS, RunFilter
+from .runs.control import MAX_ID, ORIGINS, RunFilter
 from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
 
@@ -624,7 +626,7 @@ def _metrics(bot: Any, app: App, host: str, port: int | None
               help="Only the runs from there (a schedule, defer, the CLI, the REPL, the app).")
 @click.option("--since", type=_Duration(), metavar="DURATION",
               help="Only the runs made in the last DURATION: 90 (seconds), 30m, 2h, 1d.")
-@click.option("--limit", type=_Count(min=1), default=50, show_default=True,
+@click.option("--limit", type=_Count(min=1, max=MAX_ID), default=50, show_default=True,
               help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @app_option
@@ -721,8 +723,8 @@ async def resume_job(name: str, tenants: tuple[str, ...], app_dir: Path | None) 
 
 def _run_ids(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--name", metavar="JOB", help="The runs of this job.")(command)
-    return click.option("--id", "ids", type=_Count(min=1), multiple=True, metavar="ID",
-                        help="This run (repeatable).")(command)
+    return click.option("--id", "ids", type=_Count(min=1, max=MAX_ID), multiple=True,
+                        metavar="ID", help="This run (repeatable).")(command)
 
 
 def _ids_or_name(ids: tuple[int, ...], name: str | None, **others: object) -> None:
@@ -929,7 +931,7 @@ async def web(host: str, port: int, read_only: bool, tenant: str | None, token: 
                           "pip install 'pinrepl[web]'") from None
     from .runs.migrate import check_version
 
-    with logging_to_stderr(TimedFormatter()):
+    with _listening(host.strip("[]"), port) as sock, logging_to_stderr(TimedFormatter()):
         async with App(Settings.load(app_dir)) as app:
             await check_version(app.engine)  # no tables, or of another version: one line
             if tenant is not None:
@@ -938,11 +940,36 @@ async def web(host: str, port: int, read_only: bool, tenant: str | None, token: 
             config = uvicorn.Config(dashboard, host=host.strip("[]"), port=port,
                                     log_config=None, access_log=False, lifespan="off")
             logging.getLogger("pinrepl.web").info(
-                "the dashboard of %s%s%s%s", app.settings.root,
+                "the dashboard of %s at http://%s/%s%s%s", app.settings.root, _address(sock),
                 " (read-only)" if read_only else "",
                 f", tenant {tenant}" if tenant else "", ", token required" if token else "")
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock])
     return 0
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` for the dashboard, bound here rather than by uvicorn
+    so that an address in use is one line (`DashboardUnavailable`), not uvicorn's log lines
+    and exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn does
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # in use, not ours to use, no such address
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        raise DashboardUnavailable(
+            f"cannot serve the dashboard on {shown}:{port}: {exc.strerror or exc} (choose "
+            "another --port or --host)") from None
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    """`HOST:PORT` of a bound socket (the port it got, with --port 0), `[::1]:PORT` for
+    IPv6."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def main() -> None:

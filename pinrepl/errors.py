@@ -87,6 +87,11 @@ class MetricsUnavailable(PinreplError):
     it may not listen on)."""
 
 
+class DashboardUnavailable(PinreplError):
+    """`pinrepl web` cannot listen where it was told to (a port in use, an address it may
+    not listen on)."""
+
+
 class LockTimeout(PinreplError):
     """A statement waited too long for a lock another transaction holds."""
 
@@ -156,6 +161,11 @@ class AmbiguousTenant(UnknownTenant):
 
 class NoTenantsTable(MissingTable):
     """A multi-tenant run needs the `tenants` table, and the database has none."""
+
+
+class NoTenantsGiven(PinreplError, ValueError):
+    """Tenants asked for as an empty list (`pause(tenants=[])`): it names no tenant, and
+    leaving them out is what means the whole job."""
 
 
 class TenantViolation(PinreplError):

@@ -94,6 +94,10 @@ def test_the_runs_list_filters_by_origin_and_since(app):
     (("retry-runs", "--name", "hello", "--since", "soon"), "soon"),
     (("list-background-job-runs", "--since", "yesterday"), "yesterday"),
     (("cancel-runs", "--name", "hello", "--status", "failed"), "failed"),
+    (("retry-runs", "--id", "99999999999999999999"), "not in the range 1<=x<=9223372036854775807"),
+    (("cancel-runs", "--id", "9223372036854775808"), "not in the range 1<=x<=9223372036854775807"),
+    (("list-background-job-runs", "--limit", "99999999999999999999999"),
+     "not in the range 1<=x<=9223372036854775807"),
 ])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(app, args, says):
     queued = deferred(app)
@@ -101,3 +105,12 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(app, args, says):
     assert says in line
     assert [(r["id"], r["status"]) for r in runs(app)] == [(queued, "queued")]
     assert not any(jobs(app).values())
+
+
+def test_the_largest_run_id_and_limit_are_no_error(app):
+    queued = deferred(app)
+    largest = str(2**63 - 1)
+    cancelled = run(app, "cancel-runs", "--id", largest)
+    retried = run(app, "retry-runs", "--id", largest)
+    assert (cancelled.exit_code, retried.exit_code) == (0, 0), cancelled.output + retried.output
+    assert [r["id"] for r in runs(app, "--limit", largest)] == [queued]

@@ -385,7 +385,7 @@ def test_an_empty_runs_listing_says_so(tmp_path, options, said):
 @pytest.mark.parametrize(("limit", "message"), [
     ("x", "'x' is not a valid whole number."),
     ("2.5", "'2.5' is not a valid whole number."),
-    ("0", "0 is not in the range x>=1."),
+    ("0", "0 is not in the range 1<=x<=9223372036854775807."),
 ])
 def test_a_limit_that_is_no_count_says_what_it_must_be(tmp_path, limit, message):
     """As the bot's --concurrency says it (click's own reads "not a valid integer range")."""

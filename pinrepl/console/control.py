@@ -11,34 +11,24 @@ methods, and return what they did, shown as how many runs they queued or cancell
 `await jobs['x'].pause(reason=...)` and `.resume()` pause and resume the job for every bot.
 
 In a tenant's session (`--tenant`, `use_tenant`) all of them are that tenant's: its runs,
-its runs retried or cancelled, its pauses; naming another tenant is a `TenantViolation`.
+its runs retried or cancelled, its pauses; naming another tenant is a `TenantViolation`,
+and the id of another tenant's run matches nothing, as the id of no run does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..durations import seconds
-from ..errors import BadRunFilter, ReadOnlySession
+from ..errors import BadRunFilter
 
 if TYPE_CHECKING:
     from ..jobs import JobSpec
     from ..runs.control import RunFilter
     from ..runs.repository import RunRow
     from .repl import Console
-
-
-@contextmanager
-def one_line() -> Iterator[None]:
-    """A write a read-only session's database refused, raised from here as its one line
-    (`ReadOnlySession`), without the driver's error and frames under it."""
-    try:
-        yield
-    except ReadOnlySession as exc:
-        raise exc.with_traceback(None) from None
 
 
 class Runs:
@@ -59,8 +49,11 @@ class Runs:
                        limit: int = 50) -> RunList:
         """The runs, newest first, of `job`, with `status`, of `tenant`, from `origin`,
         made since `since` (each: if given); at most `limit`."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise BadRunFilter(f"limit is a whole number of runs, at least 1, not {limit!r}")
+        from ..runs.control import MAX_ID
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_ID:
+            raise BadRunFilter(f"limit is a whole number of runs, from 1 to {MAX_ID}, not "
+                               f"{limit!r}")
         run_filter = await self._filter(job=job, status=status, tenant=tenant, origin=origin,
                                         since=since)
         app = self._console.app
@@ -75,8 +68,7 @@ class Runs:
         or of `job`'s runs with `status`, of `tenant`, since `since`."""
         run_filter = await self._filter(job=job, status=status, tenant=tenant, since=since,
                                         ids=id, command="retry")
-        with one_line():
-            return Retried(await self._console.app.retry_runs(run_filter))
+        return Retried(await self._console.app.retry_runs(run_filter))
 
     async def cancel(self, job: str | None = None, status: str | None = None,
                      id: int | Iterable[int] | None = None) -> CancelledRuns:
@@ -86,8 +78,7 @@ class Runs:
         if status not in (None, "queued", "running"):
             raise BadRunFilter(f"runs.cancel() cancels queued or running runs, not {status!r}")
         run_filter = await self._filter(job=job, status=status, ids=id, command="cancel")
-        with one_line():
-            done = await self._console.app.cancel_runs(run_filter)
+        done = await self._console.app.cancel_runs(run_filter)
         return CancelledRuns(done.queued, done.running)
 
     # -- what was asked ------------------------------------------------------------------
@@ -237,8 +228,7 @@ class ConsoleJob:
         (recorded `skipped`, `paused: REASON`) and leaves its deferred runs queued until it
         is resumed; runs asked for in process still run, with a note."""
         chosen = await self._tenants(tenants)
-        with one_line():
-            await self._console.app.pause_job(self._spec.name, tenants=chosen, reason=reason)
+        await self._console.app.pause_job(self._spec.name, tenants=chosen, reason=reason)
         of = "" if chosen is None else f" for {_tenants(chosen)}"
         why = f" ({reason})" if reason else ""
         print(f"paused {self._spec.name!r}{of}{why}: the bots skip its slots and leave its "
@@ -247,8 +237,7 @@ class ConsoleJob:
     async def resume(self, *, tenants: Iterable[Any] | None = None) -> None:
         """Lift the job's pause (of `tenants` only, if given)."""
         chosen = await self._tenants(tenants)
-        with one_line():
-            lifted = await self._console.app.resume_job(self._spec.name, tenants=chosen)
+        lifted = await self._console.app.resume_job(self._spec.name, tenants=chosen)
         of = "" if chosen is None else f" for {_tenants(chosen)}"
         if not lifted:
             print(f"{self._spec.name!r} was not paused{of}")

@@ -6,9 +6,10 @@ The CLI, the REPL and the dashboard build these and hand them to the app's contr
 methods (`App.pause_job`, `retry_runs`, `cancel_runs`, `list_runs`, ...), whose statements
 are the repository's. Cheap to import: no SQLAlchemy.
 
-What a filter means: `ids` alone, when given (the other fields must then be unset); else
-every run of `job` (if set) with `status`, of tenant `tenant_id`, from `origin`, made
-(`created_at`) at or after `since`.
+What a filter means: the runs of `ids`, when given (of tenant `tenant_id` only, if set: a
+tenant's session or dashboard reaches no other tenant's run; the other fields must be
+unset); else every run of `job` (if set) with `status`, of tenant `tenant_id`, from
+`origin`, made (`created_at`) at or after `since`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 LEASE = timedelta(seconds=30)
 #: Where a run can come from (`origin`).
 ORIGINS = (Origin.SCHEDULE, Origin.DEFER, Origin.CLI, Origin.REPL, Origin.APP)
+#: The largest id a run can have (a BIGINT), and the most runs a listing can ask for: a
+#: larger number is no statement's parameter on either database.
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,10 @@ class Cancelled:
 
 @dataclass(frozen=True)
 class RunFilter:
-    """Which runs: those of `ids`; or every run of `job`, `status`, `tenant_id`, `origin`,
-    made since `since` (each unset field: any). `BadRunFilter` for a status or an origin
-    that does not exist, ids mixed with the other fields, or a naive `since`."""
+    """Which runs: those of `ids` (of `tenant_id` only, if set); or every run of `job`,
+    `status`, `tenant_id`, `origin`, made since `since` (each unset field: any).
+    `BadRunFilter` for a status or an origin that does not exist, ids mixed with the other
+    fields (but `tenant_id`), or a naive `since`."""
 
     ids: tuple[int, ...] = ()
     job: str | None = None
@@ -88,16 +93,19 @@ class RunFilter:
         if self.since is not None and self.since.utcoffset() is None:
             raise BadRunFilter(f"since must be a timezone-aware datetime, not {self.since!r}")
         if self.ids and self.by_fields:
-            raise BadRunFilter("give run ids, or a job and the other filters, not both")
+            raise BadRunFilter("give run ids (of a tenant, at most), or a job and the other "
+                               "filters, not both")
         for run_id in self.ids:
-            if isinstance(run_id, bool) or not isinstance(run_id, int):
-                raise BadRunFilter(f"a run id is a whole number, not {run_id!r}")
+            if isinstance(run_id, bool) or not isinstance(run_id, int) \
+                    or not 0 < run_id <= MAX_ID:
+                raise BadRunFilter(f"a run id is a whole number from 1 to {MAX_ID}, not "
+                                   f"{run_id!r}")
 
     @property
     def by_fields(self) -> bool:
-        """Whether any field but `ids` is set."""
+        """Whether any field but `ids` and `tenant_id` is set."""
         return any(value is not None for value in (
-            self.job, self.status, self.tenant_id, self.origin, self.since))
+            self.job, self.status, self.origin, self.since))
 
 
 @dataclass(frozen=True)

@@ -984,15 +984,15 @@ def _skipped_if_paused(values: dict[str, Any], paused: dict[str, str]) -> dict[s
 
 def _matching(which: RunFilter, table: Any) -> list[Any]:
     """The conditions on `table` (the runs table or an alias of it) of `which`."""
-    if which.ids:
-        return [table.c.id.in_(list(which.ids))]
     where: list[Any] = []
+    if which.tenant_id is not None:
+        where.append(table.c.tenant_id == which.tenant_id)
+    if which.ids:
+        return [table.c.id.in_(list(which.ids)), *where]
     if which.job is not None:
         where.append(table.c.job == which.job)
     if which.status is not None:
         where.append(table.c.status == which.status)
-    if which.tenant_id is not None:
-        where.append(table.c.tenant_id == which.tenant_id)
     if which.origin is not None:
         where.append(table.c.origin == which.origin)
     if which.since is not None:

@@ -218,9 +218,13 @@ class Dashboard:
         tenant = await self.tenant()
         if tenant is None:
             run = await self.app.defer(self._job(name))
-        else:
-            run = await self.app.defer_job(self._job(name), tenants=[tenant])
-        return Done(f"run {run.id} of {name} queued", run.id)
+            return Done(f"run {run.id} of {name} queued", run.id)
+        fan_out = await self.app.defer_job(self._job(name), tenants=[tenant])
+        # The fan-out's own row has no tenant (this dashboard hides it): the tenant's row is
+        # the run to go to.
+        rows = await self.app.repository.tenant_runs(fan_out.id)
+        run_id = rows[0].id if rows else fan_out.id
+        return Done(f"run {run_id} of {name} queued for tenant {tenant.name}", run_id)
 
     async def pause(self, name: str, reason: str | None) -> Done:
         tenant = await self.tenant()
@@ -242,7 +246,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        new = await self.app.retry_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        new = await self.app.retry_runs(await self._one(run_id))
         if not new:
             return Done(f"run {run_id} is {run.status}: only a run that failed, timed out, was "
                         "abandoned or cancelled is retried", run_id)
@@ -252,7 +256,7 @@ class Dashboard:
         run = await self._own_run(run_id)
         if run is None:
             return None
-        done = await self.app.cancel_runs(RunFilter(ids=(run_id,), tenant_id=run.tenant_id))
+        done = await self.app.cancel_runs(await self._one(run_id))
         if done.running:
             return Done(f"run {run_id} is being cancelled: its bot stops it within a second "
                         "or two", run_id)
@@ -260,6 +264,10 @@ class Dashboard:
             return Done(f"run {run_id} cancelled", run_id)
         return Done(f"run {run_id} is {run.status}: only a queued or running run is cancelled",
                     run_id)
+
+    async def _one(self, run_id: int) -> RunFilter:
+        """Run `run_id`, if it is the dashboard's tenant's (with one)."""
+        return RunFilter(ids=(run_id,), tenant_id=await self._tenant_id())
 
 
 def _with_running(bot: BotRow, running: list[RunRow]) -> BotRow:

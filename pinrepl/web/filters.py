@@ -11,21 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from ..errors import BadRunFilter
-from ..runs.control import ORIGINS
+from ..runs.control import MAX_ID, ORIGINS
 from ..runs.status import STATUSES
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 #: The longest `since` as a duration: ten years (a longer one is a typo).
 _LONGEST = 3660 * 86400
-#: The largest id a run can have (a BIGINT).
-_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ def parse_id(text: str) -> int:
 
 
 def _id(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= _MAX_ID:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
         raise BadRunFilter(f"{what} {text!r} is not a run id (a whole number from 1)")
     return int(text)
 
@@ -105,4 +103,9 @@ def _instant(text: str, timezone: ZoneInfo, now: datetime) -> datetime:
             f"since {text!r} is neither a duration (90, 30s, 15m, 2h, 7d, 1w) nor an ISO 8601 "
             "date and time (2026-12-01 or 2026-12-01T08:00, in the app's timezone, or with "
             "an offset)") from None
-    return moment.replace(tzinfo=timezone) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=timezone) if moment.tzinfo is None else moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # its offset takes it past year 1 or 9999
+        raise BadRunFilter(f"since {text!r} is not a time a run can have been made (in UTC "
+                           "it is before year 1 or after year 9999)") from None

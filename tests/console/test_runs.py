@@ -42,8 +42,8 @@ async def test_runs_returns_the_records_shown_as_the_listing(example_app):
         naive = datetime.now(ZoneInfo("UTC")).replace(tzinfo=None) - timedelta(hours=4)
         assert len(await runs(since=naive)) == 2  # in the app's timezone
         assert [run.id for run in await runs(status="failed", origin="cli")] == [old]
-        for bad in ({"since": "yesterday"}, {"since": -5}, {"limit": 0}, {"status": "done"},
-                    {"origin": "cron"}):
+        for bad in ({"since": "yesterday"}, {"since": -5}, {"limit": 0}, {"limit": 2**63},
+                    {"status": "done"}, {"origin": "cron"}):
             with pytest.raises(BadRunFilter):
                 await runs(**bad)
 
@@ -62,8 +62,11 @@ async def test_retry_and_cancel_return_what_they_did(example_app):
         assert (cancelled.queued, cancelled.running, cancelled.total) == (2, 0, 2)
         assert repr(cancelled) == "cancelled 2 queued runs"
         assert {run.status for run in await runs(status="cancelled")} == {"cancelled"}
-        with pytest.raises(BadRunFilter):
-            await runs.cancel(id="12")
+        for bad in ("12", 2**63, [1, 0]):
+            with pytest.raises(BadRunFilter):
+                await runs.cancel(id=bad)
+            with pytest.raises(BadRunFilter):
+                await runs.retry(id=bad)
 
 
 async def test_pause_and_resume_are_the_apps(example_app, capsys):

@@ -13,7 +13,7 @@ import pytest
 
 from pinrepl import App, BadJobArguments, UnknownBackgroundJob, UnknownTenant
 from pinrepl.db.models import utcnow
-from pinrepl.errors import BadRunFilter
+from pinrepl.errors import BadRunFilter, NoTenantsGiven
 from pinrepl.runs.control import Cancelled, Pause, RunFilter
 from pinrepl.runs.repository import NewRun, Result
 
@@ -95,6 +95,18 @@ async def test_pausing_an_unknown_job_or_tenant_changes_nothing(app):
     with pytest.raises(UnknownBackgroundJob):
         await app.resume_job("nop")
     assert await app.pauses() == []
+
+
+async def test_an_empty_list_of_tenants_is_refused_not_the_whole_job(app):
+    await app.pause_job("noop", tenants=["acme"])
+    with pytest.raises(NoTenantsGiven) as paused:
+        await app.pause_job("noop", tenants=[])
+    with pytest.raises(NoTenantsGiven) as resumed:
+        await app.resume_job("noop", tenants=iter(()))
+    assert str(paused.value) == ("the tenants given name no tenant: leave them out to pause "
+                                 "the whole job")
+    assert str(resumed.value).endswith("leave them out to resume the whole job")
+    assert [(p.job, p.tenant_id) for p in await app.pauses()] == [("noop", 1)]
 
 
 async def test_a_paused_jobs_slots_are_skipped_saying_why(app):
@@ -202,6 +214,20 @@ async def test_retry_by_status_and_tenant(app):
         minutes=5)))) == 2
 
 
+async def test_ids_of_a_tenant_reach_that_tenants_runs_only(app):
+    fan_out = await app.defer_job("per-tenant", tenants=["acme", "globex"])
+    acme, globex = await app.repository.tenant_runs(fan_out.id)
+    assert await app.cancel_runs(RunFilter(ids=(acme.id, globex.id), tenant_id=acme.tenant_id)
+                                 ) == Cancelled(queued=1, running=0)
+    assert [(r.id, r.status) for r in await app.repository.tenant_runs(fan_out.id)] == [
+        (acme.id, "cancelled"), (globex.id, "queued")]
+    assert await app.retry_runs(RunFilter(ids=(acme.id,), tenant_id=globex.tenant_id)) == []
+    (new,) = await app.retry_runs(RunFilter(ids=(acme.id,), tenant_id=acme.tenant_id))
+    assert [r.id for r in await app.list_runs(RunFilter(ids=(new, globex.id),
+                                                        tenant_id=globex.tenant_id))] == [
+        globex.id]
+
+
 # -- cancelling -----------------------------------------------------------------------------
 
 
@@ -287,7 +313,7 @@ async def test_the_listing_filters(app):
 
 @pytest.mark.parametrize("bad", [
     {"status": "done"}, {"origin": "cron"}, {"ids": (1,), "job": "noop"},
-    {"since": utcnow().replace(tzinfo=None)}, {"ids": ("1",)},
+    {"since": utcnow().replace(tzinfo=None)}, {"ids": ("1",)}, {"ids": (2**63,)}, {"ids": (0,)},
 ])
 def test_a_bad_filter_is_one_line(bad):
     with pytest.raises(BadRunFilter) as refused:

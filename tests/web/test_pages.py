@@ -204,6 +204,54 @@ async def test_retry_and_cancel_from_the_run_page(app, history):
         main_of(page.text)
 
 
+async def acme_of(app, history: History) -> int:
+    acme_run = await app.get_run(history.acme_queued)
+    assert acme_run is not None and acme_run.tenant_id is not None
+    return acme_run.tenant_id
+
+
+async def test_run_now_on_a_tenant_dashboard_links_to_that_tenants_run(app, history):
+    async with client(app, tenant="acme") as web:
+        csrf = await csrf_of(web)
+        ran = await web.post("/jobs/each/run", data={"csrf": csrf})
+        page = await web.get(ran.headers["location"])
+        (linked,) = re.findall(r'class="flash".*?href="[^"]*/runs/(\d+)"', page.text)
+        shown = await web.get(f"/runs/{linked}")  # the tenant's row, not its fan-out's
+    assert ran.status_code == 303 and shown.status_code == 200
+    new = await app.get_run(int(linked))
+    assert new is not None and (new.job, new.tenant_id, new.status) == (
+        "each", await acme_of(app, history), "queued")
+    assert f"run {linked} of each queued for tenant acme" in main_of(page.text)
+
+
+async def test_pause_retry_and_cancel_on_a_tenant_dashboard_act_for_that_tenant(app,
+                                                                              history):
+    acme = await acme_of(app, history)
+    async with client(app, tenant="acme") as web:
+        csrf = await csrf_of(web)
+        paused = await web.post("/jobs/hello/pause", data={"csrf": csrf},
+                                headers={"HX-Prompt": "acme asked"})
+        pauses = [(p.job, p.tenant_id, p.reason) for p in await app.pauses()]
+        resumed = await web.post("/jobs/hello/resume", data={"csrf": csrf})
+        cancelled = await web.post(f"/runs/{history.acme_queued}/cancel", data={"csrf": csrf})
+        cancel_page = await web.get(cancelled.headers["location"])
+        retried = await web.post(f"/runs/{history.acme_queued}/retry", data={"csrf": csrf})
+        retry_page = await web.get(retried.headers["location"])
+        others = await web.post(f"/runs/{history.failed}/retry", data={"csrf": csrf})
+    assert (paused.status_code, resumed.status_code) == (303, 303)
+    assert pauses == [("hello", acme, "acme asked")] and await app.pauses() == []
+    assert cancelled.status_code == 303
+    assert f"run {history.acme_queued} cancelled" in main_of(cancel_page.text)
+    assert retried.status_code == 303
+    new_try = await app.get_run(int(retried.headers["location"].rsplit("/", 1)[1]))
+    assert new_try is not None and (new_try.tenant_id, new_try.status, new_try.retry_of) == (
+        acme, "queued", history.acme_queued)
+    assert f"run {history.acme_queued} retried: run {new_try.id} queued" in \
+        main_of(retry_page.text)
+    assert others.status_code == 404  # a run of no tenant: not this dashboard's
+    assert [r.retry_of for r in await app.list_runs(RunFilter(job="fails"))] == [None]
+
+
 async def test_bad_input_is_a_clear_4xx_page_never_a_traceback(app, history):
     cases = {
         "/runs/999999": (404, "there is no run 999999"),
@@ -211,6 +259,8 @@ async def test_bad_input_is_a_clear_4xx_page_never_a_traceback(app, history):
         "/runs?status=nope": (400, "unknown status 'nope': one of queued, running"),
         "/runs?origin=mars": (400, "unknown origin 'mars'"),
         "/runs?since=yesterday": (400, "since 'yesterday' is neither a duration"),
+        "/runs?since=0001-01-01T00:00%2B14:00": (400, "before year 1 or after year 9999"),
+        "/runs?since=9999-12-31T23:59-12:00": (400, "before year 1 or after year 9999"),
         "/runs?before=12x": (400, "before '12x' is not a run id"),
         "/runs?tenant=nobody": (400, "unknown tenant 'nobody'"),
         "/runs?job=nope": (400, "unknown background job 'nope'"),

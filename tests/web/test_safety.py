@@ -1,12 +1,19 @@
 """The dashboard's safety rules over HTTP (SPEC 9): the token (bearer header or the login
 page's cookie, else 401), CSRF on every POST (403, nothing changed), read-only (no buttons,
-403) and one tenant's view; and `pinrepl web` refusing another host without a token."""
+403) and one tenant's view; and `pinrepl web` refusing another host without a token or an
+address in use, each in one line, and serving where it says it does."""
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
-from ..conftest import invoke
+import httpx
+
+from ..conftest import clean_env, invoke, one_line
 from .conftest import History, client, csrf_of
 
 TOKEN = "s3cret-token"
@@ -71,3 +78,25 @@ def test_pinrepl_web_refuses_another_host_without_a_token(app_root: Path):
     result = invoke("web", "--host", "0.0.0.0", "--app", app_root)
     assert result.exit_code == 2
     assert "token" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_pinrepl_web_on_a_port_in_use_says_so_in_one_line(app_root: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("web", "--port", str(port), "--app", app_root)
+    assert one_line(result) == (f"cannot serve the dashboard on 127.0.0.1:{port}: Address "
+                                "already in use (choose another --port or --host)")
+
+
+def test_pinrepl_web_serves_where_its_first_line_says(app, app_root: Path):
+    command = [sys.executable, "-m", "pinrepl", "web", "--port", "0", "--app", str(app_root)]
+    with subprocess.Popen(command, env=clean_env(), stderr=subprocess.PIPE, text=True) as web:
+        try:
+            assert web.stderr is not None
+            first = web.stderr.readline().strip()
+            (url,) = re.findall(r"the dashboard of .* at (http://127\.0\.0\.1:\d+/)$", first)
+            assert httpx.get(f"{url}runs", timeout=10).status_code == 200
+        finally:
+            web.terminate()
