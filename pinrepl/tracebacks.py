@@ -1,6 +1,8 @@
 """Tracebacks as a user should read them: Python's own format, without the frames of
-pinrepl's machinery (and ptpython's), so what is left is the job's code. The REPL, the
-CLI, transcripts, the bot's log and a run's `traceback` column all show them so.
+pinrepl's machinery, ptpython's and the database layer's (SQLAlchemy and its drivers: a
+unique key refused at the prompt is its error and the line typed, not 140 lines of
+aiosqlite), so what is left is the job's code. The REPL, the CLI, transcripts, the bot's
+log and a run's `traceback` column all show them so.
 """
 
 from __future__ import annotations
@@ -41,15 +43,22 @@ def format_exception(exc: BaseException, *, elide_frames: bool = False) -> str:
     return "".join(shown.format())
 
 
+#: The packages whose frames are machinery too, where they are installed.
+MACHINERY = ("ptpython", "sqlalchemy", "aiosqlite", "asyncpg", "psycopg", "greenlet")
+
+
 @functools.cache
 def _hidden() -> tuple[str, ...]:
-    """The folders whose frames are machinery, not the user's: all of pinrepl, and
-    ptpython (found without importing it: `--execute` never loads it)."""
+    """The folders whose frames are machinery, not the user's: all of pinrepl, and the
+    packages of `MACHINERY` (found without importing them: `--execute` never loads
+    ptpython)."""
     folders = [Path(__file__).parent]
-    spec = importlib.util.find_spec("ptpython")
-    if spec is not None and spec.submodule_search_locations:
-        folders += [Path(p) for p in spec.submodule_search_locations]
-    return tuple(str(folder) + os.sep for folder in folders)
+    for package in MACHINERY:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            folders += [Path(p) for p in spec.submodule_search_locations]
+    # SQLAlchemy's generated wrappers have names of their own, not files.
+    return (*(str(folder) + os.sep for folder in folders), "<sqlalchemy generated ")
 
 
 def _all(shown: traceback.TracebackException) -> Iterator[traceback.TracebackException]:

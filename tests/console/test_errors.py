@@ -126,6 +126,26 @@ def test_a_failing_job_shows_its_own_frames_only(app):
     )
 
 
+def test_a_database_error_shows_the_line_typed_and_the_error_not_the_drivers_frames(app):
+    """SQLAlchemy's and aiosqlite's frames are machinery too: a unique key refused is the
+    driver's error, the line typed, and SQLAlchemy's error with its statement."""
+    line = "await database.tenants.insert(name='acme')"  # the example app has an acme
+    result = invoke("repl", "--app", app, "-e", line)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[:6] == [
+        "sqlite3.IntegrityError: UNIQUE constraint failed: tenants.name",
+        "",
+        "The above exception was the direct cause of the following exception:",
+        "",
+        "Traceback (most recent call last):",
+        '  File "<string>", line 1, in <module>',
+    ]
+    assert lines[6] == ("sqlalchemy.exc.IntegrityError: (sqlite3.IntegrityError) UNIQUE "
+                        "constraint failed: tenants.name")
+    assert lines[7].startswith("[SQL: INSERT INTO tenants ") and len(lines) == 10
+
+
 async def test_a_syntax_error_in_a_transcript_shows_as_at_the_prompt(app):
     path = app / "test_syntax.transcript"
     path.write_text(
