@@ -19,7 +19,7 @@ PINREPL_TEST_DATABASE_URL, dropped at the end. procrastinate runs from a virtual
 own, never pinrepl's: PINREPL_BENCH_PROCRASTINATE (the venv's folder), else
 /tmp/procrastinate-venv, made with `pip install procrastinate psycopg[binary]` when missing.
 
-Run: python bench/defer.py
+Run: python bench/defer.py [FIGURE ...] (the figures' numbers; default: all five)
 """
 
 from __future__ import annotations
@@ -373,26 +373,45 @@ def timeouts(root: Path, url: str) -> None:
               f"(target <= {target:g} s)")
 
 
+def starts_after_defer(base: Path, root: Path, url: str) -> None:
+    print(f"2. from before `await app.defer(...)` to the job's first line, an idle bot, "
+          f"{STARTS} runs:")
+    start_latency(root, url, "PostgreSQL", 50)
+    sqlite = f"sqlite+aiosqlite:///{base / 'starts.db'}"
+    asyncio.run(init(root, sqlite))
+    start_latency(root, sqlite, "SQLite", 1000)
+
+
+def defers(_base: Path, root: Path, url: str) -> None:
+    asyncio.run(forget_runs(root, url))
+    asyncio.run(defer_cost(root, url))
+
+
+#: Each figure, by its number: run with the scratch folder, the app folder and the URL.
+FIGURES: dict[str, Callable[[Path, Path, str], None]] = {
+    "1": drain,
+    "2": starts_after_defer,
+    "3": defers,
+    "4": lambda _base, root, url: claims(root, url),
+    "5": lambda _base, root, url: timeouts(root, url),
+}
+
+
 def main() -> None:
     from datetime import datetime
 
+    chosen = sys.argv[1:] or list(FIGURES)
+    if unknown := [figure for figure in chosen if figure not in FIGURES]:
+        sys.exit(f"usage: python bench/defer.py [FIGURE ...]: no figure {', '.join(unknown)} "
+                 f"(the figures are {', '.join(FIGURES)})")
     print(f"pinrepl deferred-runs bench, {datetime.now():%Y-%m-%d %H:%M}, "
           f"{os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp, scratch_postgres() as url:
         base = Path(tmp)
         root = write_app(base / "app", JOBS)
         asyncio.run(init(root, url))
-        drain(base, root, url)
-        print(f"2. from before `await app.defer(...)` to the job's first line, an idle bot, "
-              f"{STARTS} runs:")
-        start_latency(root, url, "PostgreSQL", 50)
-        sqlite = f"sqlite+aiosqlite:///{base / 'starts.db'}"
-        asyncio.run(init(root, sqlite))
-        start_latency(root, sqlite, "SQLite", 1000)
-        asyncio.run(forget_runs(root, url))
-        asyncio.run(defer_cost(root, url))
-        claims(root, url)
-        timeouts(root, url)
+        for figure in chosen:
+            FIGURES[figure](base, root, url)
 
 
 if __name__ == "__main__":

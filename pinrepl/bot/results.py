@@ -5,11 +5,13 @@ it in one transaction (`Repository.finish`: the statuses, the retries, the fan-o
 end with them), so results that arrive while a write is under way go together in the next
 one (group commit). Writes are also at least `LINGER` seconds apart: a result that comes
 alone is written at once (other bots see it finished), while the results of many short
-runs (a fan-out of quick tenants) go in few statements. A write that failed because the
-database was away keeps its results and is tried again the moment the database answers;
-one that the database refused drops them (the bot stops; another bot marks them
-abandoned). Each write that went through says which runs it ended (`RunsRecorded`): a
-late result (its run marked abandoned by a peer meanwhile) is not among them.
+runs (a fan-out of quick tenants) go in few statements; results someone waits for
+(`settled`: a `--once` bot before it looks for more, and exits) are written at once. A
+write that failed because the database was away keeps its results and is tried again the
+moment the database answers; one that the database refused drops them (the bot stops;
+another bot marks them abandoned). Each write that went through says which runs it ended
+(`RunsRecorded`): a late result (its run marked abandoned by a peer meanwhile) is not among
+them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Results:
         self._writing: list[Result] = []
         self._settled = asyncio.Event()
         self._settled.set()
+        #: Set while `settled()` is waited for: no lingering.
+        self._hurry = asyncio.Event()
 
     def pending(self) -> set[int]:
         """The runs whose results are not written yet (waiting, or being written)."""
@@ -63,8 +67,19 @@ class Results:
         self._arrived.set()
 
     async def settled(self) -> None:
-        """Until every result added so far has been written (or dropped)."""
-        await self._settled.wait()
+        """Until every result added so far has been written (or dropped): what is waiting
+        is written now, without `LINGER` (someone waits for it)."""
+        self._hurry.set()
+        try:
+            await self._settled.wait()
+        finally:
+            self._hurry.clear()
+
+    async def _linger(self) -> None:
+        """Until `LINGER` seconds after the last write, unless `settled()` is waited for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, self._last_write + LINGER - time.monotonic())):
+                await self._hurry.wait()
 
     async def serve(self) -> None:
         """Write results as they arrive, until `stop()`."""
@@ -72,7 +87,7 @@ class Results:
             await self._arrived.wait()
             if self._stopping:
                 return
-            await asyncio.sleep(self._last_write + LINGER - time.monotonic())
+            await self._linger()
             self._arrived.clear()
             self._last_write = time.monotonic()
             await self._write()
