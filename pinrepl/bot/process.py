@@ -70,7 +70,7 @@ from .hooks import FailureHook
 from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
-from .scheduler import MISSED, Scheduler
+from .scheduler import MISSED, OVERTAKEN, Scheduler
 from .worker import Worker, next_try
 
 #: A wake-up this much later than planned is reported (the machine slept, the loop blocked).
@@ -237,13 +237,15 @@ class Bot:
         new = await self._scheduler.write()
         if not new:
             return
-        missed = Counter(row.job for row in new if row.status == Status.SKIPPED
-                         and row.error == MISSED)
-        for job, count in sorted(missed.items()):
-            log.warning("missed %s of %s while the database was away: only the latest "
-                        "runs", counted(count, "slot"), job,
+        said = {MISSED: "missed %s of %s while the database was away: only the latest runs",
+                OVERTAKEN: "%s of %s came due together before this bot could queue them (it "
+                           "was busy): only the latest runs, the others are skipped"}
+        missed = Counter((row.error, row.job) for row in new if row.status == Status.SKIPPED
+                         and row.error in said)
+        for (error, job), count in sorted(missed.items()):
+            log.warning(said[error], counted(count, "slot"), job,
                         extra={"event": "slots_missed", "job": job, "count": count})
-        paused = [row for row in new if row.status == Status.SKIPPED and row.error != MISSED]
+        paused = [row for row in new if row.status == Status.SKIPPED and row.error not in said]
         for row in paused:  # its job is paused (SPEC 9): logged and counted as ended
             self.events.emit(RunEnded(row, self._worker.what(row), Status.SKIPPED, None,
                                       row.error))

@@ -9,10 +9,10 @@ Slots that could not be written (the database was away) wait here. When it is ba
 missed-slot rule applies (SPEC 7): the latest waiting slot of each schedule is queued, and
 the older ones are written as `skipped` ("missed"), each only if no other bot wrote that
 slot first. So a slot is reported missed only when it was: the rows this bot inserted as
-missed are the ones nobody ran. Slots that waited only for this bot's loop (a busy
-machine: two slots of a per-second schedule due before it wrote either) are all queued:
-the database was not away, and a queued slot that no bot had room for within its
-`misfire_grace` is recorded `skipped`, saying so, by the bot that claims it.
+missed are the ones nobody ran. The same rule holds for slots that waited only for this
+bot's loop (a busy machine: two slots of a per-second schedule due before it wrote
+either), whose error says that instead (`OVERTAKEN`). A queued slot that no bot had room
+for within its `misfire_grace` is recorded `skipped`, saying so, by the bot that claims it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ MAX_WAITING = 10_000
 #: The error of a slot that waited through an outage while a later one of its schedule
 #: came due.
 MISSED = "missed: the database was away at its slot, and a later slot ran instead"
+#: The error of a slot that a later one of its schedule overtook before this bot queued it
+#: (its loop was busy, or the machine slept), the database up.
+OVERTAKEN = ("missed: a later slot of its schedule was due before this bot queued it (the "
+             "bot was busy), and ran instead")
 
 
 class Scheduler:
@@ -71,7 +75,8 @@ class Scheduler:
         for (job, cron, args, _slot), fire in sorted(self._waiting.items(),
                                                      key=lambda item: item[1].slot):
             latest[(job, cron, args)] = fire
-        runs = [self._slot(fire, missed=self._cut_off and fire not in latest.values())
+        overtaken = MISSED if self._cut_off else OVERTAKEN
+        runs = [self._slot(fire, None if fire in latest.values() else overtaken)
                 for fire in self._waiting.values()]
         try:
             new = await self._repository.enqueue_slots(runs, self._clock())
@@ -86,10 +91,10 @@ class Scheduler:
         return new
 
     @staticmethod
-    def _slot(fire: Fire, missed: bool) -> NewRun:
+    def _slot(fire: Fire, missed: str | None) -> NewRun:
+        """The row of `fire`: queued, or skipped with error `missed`."""
         return NewRun(
             fire.spec.name, tuple(fire.schedule.args), dict(fire.schedule.kwargs),
             Origin.SCHEDULE, scheduled_for=fire.slot, timeout=fire.spec.cls.timeout,
-            status=Status.SKIPPED if missed else Status.QUEUED,
-            error=MISSED if missed else None,
+            status=Status.SKIPPED if missed else Status.QUEUED, error=missed,
         )

@@ -58,6 +58,8 @@ from .results import Results
 
 log = logging.getLogger("pinrepl.bot")
 
+#: How `outcomes` counts a try that failed and got another (its status is its row's).
+RETRIED = "retried"
 #: After a run ends while others of this bot still run, how long the worker waits at most
 #: for more of them to end before it claims (it claims at once when all have ended): one
 #: claim then takes the room several left, instead of a transaction per ended run. Never
@@ -107,7 +109,7 @@ class Worker:
         self._freed = False
         #: This bot's runs under way, by (job, arguments' hash, tenant): the overlap rule.
         self._running_here: Counter[tuple[str, str, int | None]] = Counter()
-        #: How this bot's own runs ended, by status.
+        #: How this bot's own runs ended, by status (or `RETRIED`).
         self.outcomes: Counter[str] = Counter()
         #: The tasks running job code, by run id (a cancel asked of one cancels it).
         self._cancellable: dict[int, asyncio.Task[None]] = {}
@@ -445,7 +447,8 @@ class Worker:
                 "cancelled: asked to (cancel-runs)" if row.id in self._cancel_asked
                 else "cancelled: the bot stopped before the run ended")
             raise
-        except Exception as exc:
+        except BaseException as exc:  # the job's, even a KeyboardInterrupt or a class of its
+            # own: its run's outcome, never the bot's end (its signals never raise here)
             status, error, failure = status_of(exc), f"{type(exc).__name__}: {exc}", exc
         finally:
             self._running_here[(row.job, row.args_hash, row.tenant_id)] -= 1
@@ -459,7 +462,9 @@ class Worker:
                 row.id, status, finished_at, error,
                 _traceback(failure) if failure is not None else None, started_at,
                 retry_at, row.parent_id))
-            self.outcomes[status] += 1
+            # A try that gets another is `retried`: `bot --once` fails for the runs that
+            # ended for good only.
+            self.outcomes[RETRIED if retry_at is not None else status] += 1
             took = (finished_at - started_at).total_seconds()  # as recorded
             self._events.emit(RunEnded(row, what, status, took, error, failure, retry_at))
 

@@ -21,6 +21,7 @@ import pytest
 
 import pinrepl
 from pinrepl import App
+from pinrepl.bot.scheduler import OVERTAKEN
 
 from ..conftest import clean_env
 from .conftest import Bot, at, bot_app, executions, fan_outs, runs, tenant_runs
@@ -68,10 +69,13 @@ def test_after_a_late_wake_up_only_the_latest_slot_within_misfire_grace_runs(tmp
     assert missed >= 2
     rows = runs(root, url)
     slots = sorted(at(row["scheduled_for"]).timestamp() for row in rows)
-    # A slot queued but claimed after its misfire_grace (a loaded machine) is recorded so.
+    # On a loaded machine a slot may be claimed after its misfire_grace, overtaken by the
+    # next one before the bot could queue it, or due while the one before still ran: it is
+    # recorded so.
     skipped = [row for row in rows if row["status"] == "skipped"]
-    assert all("misfire_grace (1.5 s)" in row["error"] for row in skipped), [
-        row["error"] for row in skipped]
+    loaded = (OVERTAKEN, "skipped: the run of an earlier slot is still running")
+    assert all("misfire_grace (1.5 s)" in row["error"] or row["error"] in loaded
+               for row in skipped), [row["error"] for row in skipped]
     assert len(executions(root)) == len(slots) - len(skipped)
     ((before, caught_up),) = [(a, b) for a, b in itertools.pairwise(slots) if b - a > 1]
     assert caught_up - before - 1 == missed  # the latest within the grace ran, none before

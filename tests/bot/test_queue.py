@@ -88,6 +88,16 @@ JOBS = {
                 await asyncio.sleep(0.1)
                 record("slow", name=name, event="end")
     """,
+    "odd.py": """
+        from pinrepl import BackgroundJob
+
+        class Odd(BaseException):
+            pass
+
+        class OddEnd(BackgroundJob):
+            async def run(self, how):
+                raise KeyboardInterrupt("from the job") if how == "interrupt" else Odd("odd")
+    """,
     "writes.py": """
         from pinrepl import BackgroundJob
 
@@ -168,7 +178,9 @@ async def test_deferring_checks_as_running_does_and_queues_nothing_on_a_mistake(
 
 async def test_retries_are_rows_of_their_own_until_one_succeeds(app: App):
     run = await app.defer("flaky", 2)
-    assert await drain(app) == 1  # two of this bot's runs failed
+    bot = Bot(app, grace=5)
+    assert await bot.run(once=True) == 0  # two tries failed, but the run succeeded
+    assert bot.outcomes == {"retried": 2, "succeeded": 1}
     await run.wait(timeout=5)  # the run it returned is the first try...
     tries = await rows(app, job="flaky")
     assert [(r.attempt, r.status) for r in tries] == [
@@ -308,6 +320,19 @@ async def test_a_bot_is_judged_by_its_own_lease_not_its_peers(app: App):
     assert {(bot.id, bot.up(utcnow())) for bot in await repository.bots()} == {
         ("patient", True)}  # the dead one is forgotten
     assert (await rows(app, id=patient.id))[0].status == "running"
+
+
+async def test_a_jobs_own_base_exception_is_its_runs_outcome_not_the_bots_end(app: App):
+    """A job that raises a BaseException of its own, or KeyboardInterrupt itself, ended
+    so: the bot records it, runs the rest, and exits 1."""
+    odd = await app.defer("odd", "odd")
+    interrupt = await app.defer("odd", "interrupt")
+    after = await app.defer("noop", "after")
+    assert await drain(app, concurrency=1) == 1
+    found = {row.id: (row.status, row.error) for row in await rows(app)}
+    assert found[odd.id] == ("failed", "Odd: odd")
+    assert found[interrupt.id] == ("cancelled", "KeyboardInterrupt: from the job")
+    assert found[after.id] == ("succeeded", None)
 
 
 async def test_the_claim_takes_what_other_bots_left(app: App):
@@ -480,10 +505,11 @@ async def test_slots_that_waited_through_an_outage_run_the_latest_and_the_rest_a
     assert "missed" in next(r.error for r in new if r.status == "skipped")
 
 
-async def test_slots_that_waited_for_a_busy_bot_but_not_an_outage_are_all_queued(app: App):
+async def test_slots_that_waited_for_a_busy_bot_run_the_latest_and_say_why_not_the_rest(
+        app: App):
     from pinrepl.bot.outage import Outage
     from pinrepl.bot.plan import Fire
-    from pinrepl.bot.scheduler import Scheduler
+    from pinrepl.bot.scheduler import OVERTAKEN, Scheduler
     from pinrepl.schedules import Schedule
 
     base = utcnow().replace(microsecond=0)
@@ -496,8 +522,9 @@ async def test_slots_that_waited_for_a_busy_bot_but_not_an_outage_are_all_queued
     scheduler.add(Fire(app.jobs.get("noop"), Schedule("* * * * * *"), slot) for slot in slots)
     new = await scheduler.write()
     assert new is not None
-    assert sorted((r.scheduled_for, r.status) for r in new) == [
-        (slots[0], "queued"), (slots[1], "queued")]
+    assert sorted((r.scheduled_for, r.status, r.error) for r in new) == [
+        (slots[0], "skipped", OVERTAKEN), (slots[1], "queued", None)]
+    assert "database" not in OVERTAKEN  # it was up
 
 
 async def test_waiting_follows_its_own_runs_tries_not_a_twins(app: App):
