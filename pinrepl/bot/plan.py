@@ -162,6 +162,16 @@ def missed(spec: JobSpec, run: RunRow, now: datetime) -> bool:
     return first and now - run.scheduled_for > misfire_grace(spec)
 
 
+def overtaken(spec: JobSpec, run: RunRow, now: datetime) -> datetime | None:
+    """The next slot of `run`'s schedule if `run`, claimed at `now`, is a later try of a
+    scheduled run that did not start before it (the bots were down, or busy): the next
+    slot is the retry (SPEC 8), so this try is not started. None otherwise."""
+    if run.origin != Origin.SCHEDULE or run.attempt == 1:
+        return None
+    bound = next_slot(spec, run)
+    return bound if bound is not None and now >= bound else None
+
+
 def next_slot(spec: JobSpec, run: RunRow) -> datetime | None:
     """The slot after `run`'s of the schedule it is a run of (None: not a scheduled run,
     or its schedule is gone): where its retries stop."""

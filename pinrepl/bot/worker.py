@@ -53,7 +53,7 @@ from ..tracebacks import format_exception
 from . import counted
 from .events import Events, RunEnded, RunStarted
 from .outage import Outage
-from .plan import misfire_grace, missed, next_slot
+from .plan import misfire_grace, missed, next_slot, overtaken
 from .results import Results
 
 log = logging.getLogger("pinrepl.bot")
@@ -315,6 +315,11 @@ class Worker:
             self._end_unrun(row, Status.SKIPPED,
                             f"skipped: not started within misfire_grace ({grace:g} s) of its "
                             "slot (no bot had room, or none was up)", now, warn=True)
+            return
+        if (bound := overtaken(spec, row, now)) is not None:
+            self._end_unrun(row, Status.SKIPPED,
+                            f"skipped: try {row.attempt} did not start before the next slot, "
+                            f"{self._shown(bound)}, which is the retry", now, warn=True)
             return
         if spec.multi_tenant and row.is_fan_out:
             self._start(row, self._expand(row, spec))

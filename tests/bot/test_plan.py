@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pinrepl import JobRegistry, JobSpec
-from pinrepl.bot.plan import Plan, catch_up, missed, next_slot
+from pinrepl.bot.plan import Plan, catch_up, missed, next_slot, overtaken
 from pinrepl.bot.worker import next_try
 from pinrepl.runs.record import encode_args
 from pinrepl.runs.repository import RunRow
@@ -96,3 +96,16 @@ def test_a_scheduled_runs_retries_stop_at_its_schedules_next_slot(spec):
     assert next_try(spec, replace(minutely, attempt=6), "failed", boom, failed_at) == (
         None, None)  # no try left
     assert next_try(spec, minutely, "abandoned", None, failed_at)[0] is not None
+
+
+def test_a_scheduled_retry_claimed_at_or_after_the_next_slot_is_overtaken_by_it(spec):
+    """The next slot is the retry: a try queued in time but claimed after it (the bots
+    were down) is not started; a tenant's retry neither; a deferred run's retry has no
+    slot to wait for."""
+    second = row(spec, T0, attempt=2)
+    assert overtaken(spec, second, T0 + timedelta(seconds=59)) is None
+    assert overtaken(spec, second, T0 + timedelta(minutes=1)) == T0 + timedelta(minutes=1)
+    assert overtaken(spec, replace(second, parent_id=7, tenant_id=2),
+                     T0 + timedelta(minutes=8)) == T0 + timedelta(minutes=1)
+    assert overtaken(spec, row(spec, T0), T0 + timedelta(minutes=8)) is None  # a first try
+    assert overtaken(spec, replace(second, origin="defer"), T0 + timedelta(days=1)) is None

@@ -88,6 +88,18 @@ JOBS = {
                 await asyncio.sleep(0.1)
                 record("slow", name=name, event="end")
     """,
+    "hourly.py": """
+        from pinrepl import BackgroundJob, Retry
+
+        class Hourly(BackgroundJob):
+            retries = Retry(attempts=3, delay=600, jitter=False)
+
+            def meta(self):
+                self.schedule("0 * * * *")
+
+            async def run(self):
+                raise ValueError("down")
+    """,
     "odd.py": """
         from pinrepl import BackgroundJob
 
@@ -333,6 +345,25 @@ async def test_a_jobs_own_base_exception_is_its_runs_outcome_not_the_bots_end(ap
     assert found[odd.id] == ("failed", "Odd: odd")
     assert found[interrupt.id] == ("cancelled", "KeyboardInterrupt: from the job")
     assert found[after.id] == ("succeeded", None)
+
+
+async def test_a_scheduled_retry_the_bots_reach_after_the_next_slot_is_not_started(app: App):
+    """Try 2 was due 10 minutes after its slot, but no bot was up until 2 hours later: the
+    next slot is the retry (SPEC 8), so it ends skipped, saying so, and never runs."""
+    slot = (utcnow() - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    await app.repository.enqueue_slots(
+        [NewRun("hourly", origin="schedule", scheduled_for=slot)], utcnow())
+    assert await Bot(app, grace=5, clock=lambda: slot + timedelta(seconds=5)).run(once=True) == 0
+    later = Bot(app, grace=5, clock=lambda: slot + timedelta(hours=2))
+    assert await later.run(once=True) == 0
+    tries = [(r.attempt, r.status, r.error)
+             for r in await rows(app, job="hourly", scheduled_for=slot)]
+    shown = (slot + timedelta(hours=1)).astimezone(app.settings.timezone).isoformat()
+    assert tries == [(1, "failed", "ValueError: down"),
+                     (2, "skipped", f"skipped: try 2 did not start before the next slot, "
+                                    f"{shown}, which is the retry")]
+    # It ran its own latest slot too, which failed and got a retry: not a failure yet.
+    assert later.outcomes == {"skipped": 1, "retried": 1}
 
 
 async def test_the_claim_takes_what_other_bots_left(app: App):
