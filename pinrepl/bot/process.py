@@ -164,7 +164,7 @@ class Bot:
                 serving = asyncio.create_task(self._worker.serve(once=once))
                 serving.add_done_callback(lambda _task: self._wakeup.set())
                 await self._loop(plan, now, serving, beat_at)
-                await self._worker.stop_claiming()
+                self._worker.stop_claiming()
                 await asyncio.wait({serving}, timeout=5.0)
                 serving.cancel()
                 await self._worker.finish_runs(self.grace, self._hurry)
@@ -404,12 +404,10 @@ class Bot:
             self._begin_stop()
 
     def _begin_stop(self) -> None:
-        self._stopping = asyncio.create_task(self._stop_runs())
+        self._worker.stop_claiming()  # now: a claim answered in this loop pass starts nothing
+        self._stopping = asyncio.create_task(
+            self._worker.finish_runs(self.grace, self._hurry))
         self._stopping.add_done_callback(lambda _task: self._wakeup.set())
-
-    async def _stop_runs(self) -> None:
-        await self._worker.stop_claiming()
-        await self._worker.finish_runs(self.grace, self._hurry)
 
     def _hang_up(self) -> None:
         log.info("SIGHUP: re-reading the job files")

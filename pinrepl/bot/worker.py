@@ -496,7 +496,9 @@ class Worker:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    async def stop_claiming(self) -> None:
+    def stop_claiming(self) -> None:
+        """From now on claim nothing, and start nothing a claim under way brings (it is put
+        back): called by the signal's handler itself, before any other callback runs."""
         self._claiming = False
         self._wake.set()
 
