@@ -71,7 +71,7 @@ from .outage import Outage
 from .plan import Missed, Plan, catch_up, misfire_grace, schedules_of
 from .results import Results
 from .scheduler import MISSED, OVERTAKEN, Scheduler
-from .worker import Worker, next_try
+from .worker import Worker, next_try, not_retried
 
 #: A wake-up this much later than planned is reported (the machine slept, the loop blocked).
 LATE = timedelta(seconds=2)
@@ -296,12 +296,16 @@ class Bot:
         except PinreplError:
             return False
 
-    def _retry_abandoned(self, run: RunRow, status: str, now: datetime) -> datetime | None:
+    def _retry_abandoned(self, run: RunRow, status: str, now: datetime
+                         ) -> tuple[datetime | None, str | None]:
+        """When the next try of `run`, abandoned, is due; or why it has none when the
+        next slot stopped it."""
         try:
             spec = self.app.jobs.get(run.job)
         except PinreplError:
-            return None
-        return next_try(spec, run, status, None, now)[0]
+            return None, None
+        due, stopped_by = next_try(spec, run, status, None, now)
+        return due, None if stopped_by is None else not_retried(self._shown(stopped_by))
 
     async def _probe(self) -> None:
         async with self.app.engine.engine.connect() as conn:
@@ -455,11 +459,12 @@ class Bot:
         return slot.astimezone(self.app.settings.timezone).isoformat()
 
 
-def _noted(retried: set[int], run_id: int, due: datetime | None) -> datetime | None:
-    """`due`, with `run_id` added to `retried` when it is a next try."""
-    if due is not None:
+def _noted(retried: set[int], run_id: int, decided: tuple[datetime | None, str | None]
+           ) -> tuple[datetime | None, str | None]:
+    """`decided`, with `run_id` added to `retried` when it has a next try."""
+    if decided[0] is not None:
         retried.add(run_id)
-    return due
+    return decided
 
 
 def _summary(outcomes: Counter[str]) -> str:

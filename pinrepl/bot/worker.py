@@ -490,8 +490,7 @@ class Worker:
             return None, error
         due, stopped_by = next_try(spec, row, status, failure, now)
         if stopped_by is not None:
-            return None, (f"{error} (not retried: the next try would be due at or after the "
-                          f"next slot, {self._shown(stopped_by)}, which is the retry)")
+            return None, f"{error}{not_retried(self._shown(stopped_by))}"
         return due, error
 
     # -- stopping ----------------------------------------------------------------------------
@@ -547,6 +546,13 @@ def next_try(spec: JobSpec, row: RunRow, status: str, failure: BaseException | N
     if bound is not None and due >= bound:
         return None, bound
     return due, None
+
+
+def not_retried(next_slot: str) -> str:
+    """What a scheduled run's error adds when its next slot, shown as `next_slot`, stopped
+    its retry (SPEC 8)."""
+    return (f" (not retried: the next try would be due at or after the next slot, "
+            f"{next_slot}, which is the retry)")
 
 
 def _traceback(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -187,9 +187,9 @@ class Finished:
     fan_outs: list[tuple[int, str]]
 
 
-#: Decides a try after a run that ended with `status` (`abandoned`): when it is due, or
-#: None for none.
-RetryPlan = Callable[[RunRow, str, datetime], datetime | None]
+#: Decides a try after a run that ended with `status` (`abandoned`): when it is due (None:
+#: none), and what its error adds when that is worth saying (why it is not retried).
+RetryPlan = Callable[[RunRow, str, datetime], tuple[datetime | None, str | None]]
 
 
 class Repository:
@@ -570,10 +570,19 @@ class Repository:
                     status=str(Status.QUEUED), bot=None, started_at=None, finished_at=None,
                     error=None))
                 found = [run for run in found if run.id not in again]
-            retries = [{"run_id": run.id, "due": due, "now": now} for run in found
-                       if (due := retry(run, Status.ABANDONED, now)) is not None]
+            decided = {run.id: retry(run, Status.ABANDONED, now) for run in found}
+            retries = [{"run_id": run_id, "due": due, "now": now}
+                       for run_id, (due, _note) in decided.items() if due is not None]
             if retries:
                 await conn.execute(_RETRY, retries)
+            notes = {run_id: note for run_id, (_due, note) in decided.items() if note}
+            if notes:
+                await conn.execute(
+                    update(RUNS).where(RUNS.c.id == bindparam("noted"))
+                    .values(error=RUNS.c.error + bindparam("note")),
+                    [{"noted": run_id, "note": note} for run_id, note in notes.items()])
+                found = [replace(run, error=f"{run.error}{notes[run.id]}") if run.id in notes
+                         else run for run in found]
             await self._end_fan_outs(conn, {r.parent_id for r in found if r.parent_id}, now)
             await conn.execute(delete(BOTS).where(BOTS.c.id.in_(dead)))
         return found

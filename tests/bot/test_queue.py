@@ -305,7 +305,7 @@ async def test_a_late_result_does_not_overwrite_what_a_peer_recorded(app: App):
     (claimed,) = await repository.claim("sleepy", ["noop"], 1, utcnow())
     await repository.register("sleepy", "host", 1, utcnow() - timedelta(minutes=5))
     await repository.beat("sleepy", "host", 1, utcnow() - timedelta(minutes=5))
-    never: Callable[..., None] = lambda *_: None  # noqa: E731
+    never: Callable[..., tuple[None, None]] = lambda *_: (None, None)  # noqa: E731
     abandoned = await repository.abandon_dead("peer", timedelta(seconds=30), utcnow(), never)
     assert [r.id for r in abandoned] == [claimed.id]
     finished = await repository.finish(
@@ -326,7 +326,7 @@ async def test_a_bot_is_judged_by_its_own_lease_not_its_peers(app: App):
     minute_ago = utcnow() - timedelta(minutes=1)
     await repository.register("patient", "host", 1, minute_ago, timedelta(seconds=120))
     await repository.register("hasty", "host", 2, minute_ago)
-    never: Callable[..., None] = lambda *_: None  # noqa: E731
+    never: Callable[..., tuple[None, None]] = lambda *_: (None, None)  # noqa: E731
     abandoned = await repository.abandon_dead("peer", timedelta(seconds=30), utcnow(), never)
     assert [r.id for r in abandoned] == [hasty.id]
     assert {(bot.id, bot.up(utcnow())) for bot in await repository.bots()} == {
@@ -366,6 +366,22 @@ async def test_a_scheduled_retry_the_bots_reach_after_the_next_slot_is_not_start
     assert later.outcomes == {"skipped": 1, "retried": 1}
 
 
+async def test_an_abandoned_scheduled_run_past_its_next_slot_says_why_it_is_not_retried(
+        app: App):
+    slot = (utcnow() - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    await app.repository.enqueue_slots(
+        [NewRun("hourly", origin="schedule", scheduled_for=slot)], utcnow())
+    (taken,) = await app.repository.claim("gone", ["hourly"], 1, utcnow())
+    await app.repository.register("gone", "host", 1, utcnow() - timedelta(minutes=5))
+    await drain(app)  # its first beat finds "gone" dead
+    (row,) = await rows(app, id=taken.id)
+    shown = (slot + timedelta(hours=1)).astimezone(app.settings.timezone).isoformat()
+    assert (row.status, row.error) == ("abandoned", (
+        "abandoned: its bot stopped beating (not retried: the next try would be due at or "
+        f"after the next slot, {shown}, which is the retry)"))
+    assert await rows(app, retry_of=taken.id) == []
+
+
 async def test_the_claim_takes_what_other_bots_left(app: App):
     for name in "abc":
         await app.defer("slow", name)
@@ -394,7 +410,7 @@ async def test_a_bot_that_dies_mid_fan_out_leaves_its_unclaimed_tenants_to_the_o
     # "first" dies here: its one tenant run is abandoned, the other two wait for any bot.
     await app.repository.register("first", "host", 1, utcnow() - timedelta(minutes=5))
     await app.repository.abandon_dead("peer", timedelta(seconds=30), utcnow(),
-                                      lambda *_: None)
+                                      lambda *_: (None, None))
     assert await drain(app) == 1
     by_tenant = {r.tenant_id: r.status for r in await rows(app, parent_id=run.id)}
     assert by_tenant[taken.tenant_id] == "abandoned"
