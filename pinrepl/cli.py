@@ -28,6 +28,7 @@ from . import __version__, durations
 from .app import App
 from .bot import counted
 from .console.evaluator import print_exception
+from .defer import PRIORITIES
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -801,17 +802,16 @@ class _Moment(click.ParamType):
 
 
 class _Priority(click.types.IntParamType):
-    """A whole number that fits the `priority` column (a 32-bit integer)."""
+    """A whole number in `PRIORITIES` (what the `priority` column holds)."""
 
     name = "whole number"
-    LOWEST, HIGHEST = -(2**31), 2**31 - 1
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
         number = super().convert(value, param, ctx)
-        if not self.LOWEST <= number <= self.HIGHEST:
-            self.fail(f"{value!r} is not a priority: a whole number from {self.LOWEST} to "
-                      f"{self.HIGHEST}", param, ctx)
+        if number not in PRIORITIES:
+            self.fail(f"{value!r} is not a priority: a whole number from {PRIORITIES.start} "
+                      f"to {PRIORITIES.stop - 1}", param, ctx)
         return number
 
 
