@@ -193,6 +193,10 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
 #: The longest --grace, --lease or --timeout: a week (a longer one is a typo; `inf` overflows).
 MAX_SECONDS = 7 * 24 * 3600
 
+#: The most --concurrency: more runs than this at once is a typo, and a room past
+#: PostgreSQL's 32-bit integers failed only once the bot had written its due slots.
+MAX_CONCURRENCY = 10_000
+
 
 class _Seconds(click.FloatRange):
     """A number of seconds within the range: click's FloatRange lets `nan` through."""
@@ -564,8 +568,9 @@ async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database
 # -- the bot ---------------------------------------------------------------------------------
 
 @cli.command("bot")
-@click.option("--concurrency", type=_Count(min=1), default=10, show_default=True,
-              metavar="N", help="At most this many runs of this bot at once.")
+@click.option("--concurrency", type=_Count(min=1, max=MAX_CONCURRENCY), default=10,
+              show_default=True, metavar="N",
+              help="At most this many runs of this bot at once.")
 @click.option("--grace", type=_Seconds(min=0, max=MAX_SECONDS), default=30.0,
               show_default=True, metavar="SECONDS",
               help="When stopped, how long running jobs get to finish.")
