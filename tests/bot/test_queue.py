@@ -353,8 +353,11 @@ async def test_the_claim_takes_what_other_bots_left(app: App):
 
 async def test_waiting_gives_up_after_its_timeout_and_the_run_goes_on(app: App):
     run = await app.defer("noop")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as waited:
         await run.wait(timeout=0.2)
+    assert str(waited.value) == (f"run {run.id} ('noop') did not end within 0.2 s; it goes "
+                                 "on: wait again, or cancel it")
+    assert waited.value.__suppress_context__ and waited.value.__cause__ is None
     assert await run.status() == "queued"
     await asyncio.wait_for(drain(app), 30)
     await run.wait(timeout=5)
