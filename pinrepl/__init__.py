@@ -42,6 +42,7 @@ from .errors import (
     UnknownColumn,
     UnknownTable,
     UnknownTenant,
+    WaitTimeout,
 )
 from .jobs import BackgroundJob, JobRegistry, JobSpec
 from .retry import Retry
@@ -102,6 +103,7 @@ __all__ = [
     "UnknownColumn",
     "UnknownTable",
     "UnknownTenant",
+    "WaitTimeout",
     "Workspace",
 ]
 

@@ -28,6 +28,7 @@ from . import __version__, durations
 from .app import App
 from .bot import counted
 from .console.evaluator import print_exception
+from .defer import PRIORITIES
 from .errors import (
     BackgroundJobFailed,
     BadJobArguments,
@@ -191,6 +192,10 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 #: The longest --grace, --lease or --timeout: a week (a longer one is a typo; `inf` overflows).
 MAX_SECONDS = 7 * 24 * 3600
+
+#: The most --concurrency: more runs than this at once is a typo, and a room past
+#: PostgreSQL's 32-bit integers failed only once the bot had written its due slots.
+MAX_CONCURRENCY = 10_000
 
 
 class _Seconds(click.FloatRange):
@@ -563,8 +568,9 @@ async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database
 # -- the bot ---------------------------------------------------------------------------------
 
 @cli.command("bot")
-@click.option("--concurrency", type=_Count(min=1), default=10, show_default=True,
-              metavar="N", help="At most this many runs of this bot at once.")
+@click.option("--concurrency", type=_Count(min=1, max=MAX_CONCURRENCY), default=10,
+              show_default=True, metavar="N",
+              help="At most this many runs of this bot at once.")
 @click.option("--grace", type=_Seconds(min=0, max=MAX_SECONDS), default=30.0,
               show_default=True, metavar="SECONDS",
               help="When stopped, how long running jobs get to finish.")
@@ -801,17 +807,16 @@ class _Moment(click.ParamType):
 
 
 class _Priority(click.types.IntParamType):
-    """A whole number that fits the `priority` column (a 32-bit integer)."""
+    """A whole number in `PRIORITIES` (what the `priority` column holds)."""
 
     name = "whole number"
-    LOWEST, HIGHEST = -(2**31), 2**31 - 1
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
         number = super().convert(value, param, ctx)
-        if not self.LOWEST <= number <= self.HIGHEST:
-            self.fail(f"{value!r} is not a priority: a whole number from {self.LOWEST} to "
-                      f"{self.HIGHEST}", param, ctx)
+        if number not in PRIORITIES:
+            self.fail(f"{value!r} is not a priority: a whole number from {PRIORITIES.start} "
+                      f"to {PRIORITIES.stop - 1}", param, ctx)
         return number
 
 

@@ -239,6 +239,17 @@ class JobTimeout(PinreplError, TimeoutError):
         self.timeout = timeout
 
 
+class WaitTimeout(PinreplError, TimeoutError):
+    """`await run.wait(timeout=)` gave up before the run ended: "run 12 ('hello') did not
+    end within 1 s; it goes on: wait again, or cancel it". Waiting stops nothing; `run_id`
+    is the run's, `timeout` the seconds waited."""
+
+    def __init__(self, message: str, *, run_id: int, timeout: float) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.timeout = timeout
+
+
 class RunFailed(PinreplError):
     """A deferred run that did not succeed, as `await run.wait()` raises it: the message
     names the job, the tenant, the status and the error; `.status`, `.error` and

@@ -214,6 +214,10 @@ def test_a_multi_tenant_job_is_one_fan_out_row_for_the_bots_to_expand(app):
     (["--name", "hello", "--priority", "high"], "'high' is not a valid whole number"),
     (["--name", "hello", "--priority", str(2**31)], "is not a priority: a whole number from"),
     (["--name", "hello", "--key", "k" * 301], "key= must be a text of 1 to 300 characters"),
+    (["--name", "hello", "--at", "9999-12-31T23:59:59-05:00"],
+     "at=9999-12-31T23:59:59-05:00 is out of range: in UTC it must fall within the years 1 "
+     "to 9999"),
+    (["--name", "hello", "--at", "0001-01-01T00:00+05:00"], "at=0001-01-01T00:00:00+05:00 is"),
     (["hello"], "Missing option '--name'"),
 ])
 def test_a_mistake_is_one_line_exit_2_and_queues_nothing(app, args, said):

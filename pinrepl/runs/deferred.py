@@ -4,7 +4,7 @@
 every half second), then resolves to None when it succeeded or raises what
 `runBackgroundJob` would have: `RunFailed` for one run, `BackgroundJobFailed` holding one
 `RunFailed` per tenant that did not succeed for a fan-out. Waiting stops nothing: a
-cancelled `wait()` leaves the run to the bots.
+cancelled `wait()`, or one past its `timeout` (`WaitTimeout`), leaves the run to the bots.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from ..db.models import utcnow
-from ..errors import BackgroundJobFailed, RunFailed
+from ..errors import BackgroundJobFailed, RunFailed, WaitTimeout
 from .control import RunFilter
 from .repository import Repository, RunRow
 from .status import FINAL, Status
@@ -56,16 +56,17 @@ class DeferredRun:
                    progress: WaitProgress | None = None) -> None:
         """Until the run has ended: None if it succeeded, else `RunFailed` (a fan-out:
         `BackgroundJobFailed` of one `RunFailed` per tenant that did not succeed).
-        `TimeoutError` after `timeout` seconds (the run goes on)."""
-        async with asyncio.timeout(timeout):
-            poll = _FIRST_POLL
-            shown = -1.0
-            while await self.status() not in FINAL:
-                if progress is not None and self.fan_out and time.monotonic() - shown > 0.2:
-                    await self._progress(progress)
-                    shown = time.monotonic()
-                await asyncio.sleep(poll)
-                poll = min(_MAX_POLL, poll * 1.5)
+        `WaitTimeout` (a `TimeoutError`) after `timeout` seconds: the run goes on."""
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                await self._until_ended(progress)
+        except TimeoutError:
+            if timeout is None or not limit.expired():  # not ours: from what wait() called
+                raise
+            raise WaitTimeout(f"run {self.id} ({self.job!r}) did not end within {timeout:g} s; "
+                              "it goes on: wait again, or cancel it",
+                              run_id=self.id, timeout=timeout) from None
         if progress is not None and self.fan_out:
             await self._progress(progress)
         row = self._row
@@ -79,6 +80,16 @@ class DeferredRun:
         raise BackgroundJobFailed(
             f"background job {row.job!r} failed for {len(failures)} of {len(tenants)} "
             "tenants", failures, total=len(tenants))
+
+    async def _until_ended(self, progress: WaitProgress | None) -> None:
+        poll = _FIRST_POLL
+        shown = -1.0
+        while await self.status() not in FINAL:
+            if progress is not None and self.fan_out and time.monotonic() - shown > 0.2:
+                await self._progress(progress)
+                shown = time.monotonic()
+            await asyncio.sleep(poll)
+            poll = min(_MAX_POLL, poll * 1.5)
 
     async def _progress(self, progress: WaitProgress) -> None:
         counts = await self._repository.count_tenant_runs(self.id)

@@ -50,7 +50,8 @@ def app(tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    ["--concurrency", "0"], ["--grace", "-1"], ["--lease", "soon"], ["--lease", "0.5"],
+    ["--concurrency", "0"], ["--concurrency", "99999999999"], ["--concurrency", "10001"],
+    ["--grace", "-1"], ["--lease", "soon"], ["--lease", "0.5"],
     ["--every", "1"], ["--lease", "inf"], ["--lease", "1e300"], ["--lease", "nan"],
     ["--grace", "nan"], ["--grace", "inf"], ["--grace", "1e300"],
 ])

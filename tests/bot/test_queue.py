@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,38 @@ async def test_deferring_checks_as_running_does_and_queues_nothing_on_a_mistake(
     with pytest.raises(BadJobArguments, match="at= or delay="):
         await app.defer_job("noop", at=utcnow(), delay=5)
     assert await rows(app) == []
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"at": datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))},
+     "at=9999-12-31T23:59:00-05:00 is out of range"),
+    ({"delay": 1e12}, "delay=1000000000000.0 is out of range"),
+    ({"delay": timedelta(days=4_000_000)}, "delay=datetime.timedelta(days=4000000) is out of"),
+    ({"delay": float("nan")}, "delay= must be seconds (0 or more) or a timedelta, not nan"),
+    ({"delay": float("inf")}, "delay= must be seconds (0 or more) or a timedelta, not inf"),
+    ({"priority": 2**70}, f"priority= must be a whole number from -{2**31} to {2**31 - 1}"),
+    ({"priority": -(2**31) - 1}, "priority= must be a whole number from"),
+    ({"timeout": float("inf")}, "timeout=inf: it must be a number of seconds above 0"),
+    ({"timeout": float("nan")}, "timeout=nan: it must be a number of seconds above 0"),
+    ({"timeout": 0}, "timeout=0: it must be a number of seconds above 0"),
+])
+async def test_options_the_run_or_the_database_would_refuse_are_refused_when_deferred(
+        app: App, options: dict[str, Any], said: str):
+    from pinrepl import BadJobArguments
+
+    with pytest.raises(BadJobArguments) as refused:
+        await app.defer_job("noop", **options)
+    assert said in str(refused.value) and "\n" not in str(refused.value)
+    assert await rows(app) == []
+
+
+async def test_the_extremes_of_due_times_and_priorities_are_queued(app: App):
+    last = datetime(9999, 12, 31, 18, 59, tzinfo=timezone(timedelta(hours=-5)))
+    first = datetime(1, 1, 1, 5, tzinfo=timezone(timedelta(hours=5)))
+    await app.defer_job("noop", at=last, priority=2**31 - 1)
+    await app.defer_job("noop", at=first, priority=-(2**31))
+    assert sorted((r.scheduled_for, r.priority) for r in await rows(app)) == [
+        (first, -(2**31)), (last, 2**31 - 1)]
 
 
 async def test_retries_are_rows_of_their_own_until_one_succeeds(app: App):
@@ -393,8 +425,11 @@ async def test_the_claim_takes_what_other_bots_left(app: App):
 
 async def test_waiting_gives_up_after_its_timeout_and_the_run_goes_on(app: App):
     run = await app.defer("noop")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as waited:
         await run.wait(timeout=0.2)
+    assert str(waited.value) == (f"run {run.id} ('noop') did not end within 0.2 s; it goes "
+                                 "on: wait again, or cancel it")
+    assert waited.value.__suppress_context__ and waited.value.__cause__ is None
     assert await run.status() == "queued"
     await asyncio.wait_for(drain(app), 30)
     await run.wait(timeout=5)

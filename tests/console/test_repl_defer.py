@@ -155,4 +155,9 @@ def test_without_a_terminal_wait_draws_no_progress(app):
     assert result.exit_code == 1
     (row,) = runs(app)
     assert result.stdout == f"{row['id']}\n"
-    assert "tenants done" not in result.stderr and "TimeoutError" in result.stderr
+    assert "tenants done" not in result.stderr
+    # what gave up waiting, said once: no CancelledError, no asyncio frames
+    assert result.stderr.splitlines()[-1] == (
+        f"pinrepl.errors.WaitTimeout: run {row['id']} ('everyone') did not end within 0.3 s; "
+        "it goes on: wait again, or cancel it")
+    assert "CancelledError" not in result.stderr and "asyncio" not in result.stderr
