@@ -280,7 +280,9 @@ async def _run_background_job(
             report.close()
             click.echo("pinrepl: stopped by SIGTERM; the run was cancelled", err=True)
             return 128 + signal.SIGTERM
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise  # as Ctrl-C: exit 130
+        except BaseException as exc:  # the job's own, even one that is no Exception
             report.close()
             return _run_failed(exc, report)
         finally:
@@ -319,7 +321,7 @@ def _cancelled_by_sigterm(terminated: asyncio.Event) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def _run_failed(exc: Exception, report: _FanOutReport) -> int:
+def _run_failed(exc: BaseException, report: _FanOutReport) -> int:
     """Show a run's failure (exit 1): its traceback, or for the fan-out the CLI ran, each
     failed tenant's and the summary. What is not the run's fault is re-raised (one line)."""
     fan_out = isinstance(exc, BackgroundJobFailed) and report.started

@@ -191,8 +191,9 @@ class Runner:
                 raise BackgroundJobExit(
                     f"background job {spec.name!r} called sys.exit({exit_.code!r})"
                 ) from exit_
-        except Exception as exc:
-            exc.add_note(f"in background job {spec.name!r}{where}")
+        except BaseException as exc:  # a stop from outside (a cancel, Ctrl-C) is no failure
+            if not isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                exc.add_note(f"in background job {spec.name!r}{where}")
             raise
         finally:
             await workspace.aclose()

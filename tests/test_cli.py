@@ -88,6 +88,16 @@ JOBS = {
             async def run(self):
                 await self.database.users.insert(name="Zed", email="zed@x.example")
     """,
+    "odd.py": """
+        from pinrepl import BackgroundJob
+
+        class Odd(BaseException):
+            pass
+
+        class OddEnd(BackgroundJob):
+            async def run(self):
+                raise Odd("not an Exception")
+    """,
     "exits.py": """
         import sys
         from pinrepl import BackgroundJob
@@ -270,6 +280,7 @@ def test_missing_name_is_a_usage_error(app):
     ("calls-unknown", "UnknownBackgroundJob: unknown background job 'nope'"),
     ("calls-badly", "BadJobArguments: background job 'send-email': missing a required"),
     ("exits", "BackgroundJobExit: background job 'exits' called sys.exit(3)"),
+    ("odd", "Odd: not an Exception"),  # a BaseException of its own
 ])
 def test_what_a_jobs_own_code_raises_is_its_failure(demo, job, error):
     app, env = demo
