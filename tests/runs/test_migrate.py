@@ -458,8 +458,8 @@ HISTORY_0_2_0 = [
 ]
 
 
-async def make_0_2_0(engine: Engine) -> None:
-    """The database pinrepl 0.2.0's init-database and bots left: its tables at 0002, rows."""
+async def upgrade_to(engine: Engine, revision: str) -> None:
+    """pinrepl's tables made at `revision`, as that version's init-database left them."""
     from alembic import command
 
     from pinrepl.db.engine import IMMEDIATE
@@ -468,12 +468,17 @@ async def make_0_2_0(engine: Engine) -> None:
     source = engine.engine.execution_options(**{IMMEDIATE: True}) if engine.is_sqlite \
         else engine.engine
 
-    def to_0002(sync: Any) -> None:
-        command.upgrade(migrate._config(sync), "0002")
+    def upgrade(sync: Any) -> None:
+        command.upgrade(migrate._config(sync), revision)
         sync.commit()
 
     async with source.connect() as conn:
-        await conn.run_sync(to_0002)
+        await conn.run_sync(upgrade)
+
+
+async def make_0_2_0(engine: Engine) -> None:
+    """The database pinrepl 0.2.0's init-database and bots left: its tables at 0002, rows."""
+    await upgrade_to(engine, "0002")
     columns = [c for c in RUNS.c if c.name != "cancel_requested_at"]
     old_runs = Table(RUNS.name, MetaData(), *(Column(c.name, c.type) for c in columns))
     async with engine.engine.begin() as conn:
@@ -511,23 +516,11 @@ async def test_a_database_of_pinrepl_0_2_0_is_upgraded_in_place_keeping_every_ro
 async def test_a_database_of_pinrepl_0_3_0_keeps_its_bots_judged_by_the_default_lease(app):
     """0004 adds each bot's lease (`expires_at`): a bot up during the upgrade has none, and
     its peers judge it by their own lease, as 0.3.0 did."""
-    from alembic import command
-
-    from pinrepl.db.engine import IMMEDIATE
     from pinrepl.runs.repository import Repository
 
     engine = engine_of(app)
     try:
-        await engine.check(create=True)
-        source = engine.engine.execution_options(**{IMMEDIATE: True}) if engine.is_sqlite \
-            else engine.engine
-
-        def to_0003(sync: Any) -> None:
-            command.upgrade(migrate._config(sync), "0003")
-            sync.commit()
-
-        async with source.connect() as conn:
-            await conn.run_sync(to_0003)
+        await upgrade_to(engine, "0003")
         async with engine.engine.begin() as conn:
             await conn.execute(insert(BOTS), [BOT])  # a bot of 0.3.0, last heard at SLOT
         assert (await init_database(app))[-1] == "pinrepl tables upgraded from 0003 to 0004"
