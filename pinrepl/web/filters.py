@@ -8,7 +8,7 @@ An empty value is no filter (a filter form sends its empty fields).
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -16,14 +16,10 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from .. import durations
 from ..errors import BadRunFilter
 from ..runs.control import MAX_ID, ORIGINS
 from ..runs.status import STATUSES
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-#: The longest `since` as a duration: ten years (a longer one is a typo).
-_LONGEST = 3660 * 86400
 
 
 @dataclass(frozen=True)
@@ -90,19 +86,15 @@ def _id(text: str, what: str) -> int:
 
 def _instant(text: str, timezone: ZoneInfo, now: datetime) -> datetime:
     """`since` as an instant: `now` less a duration, or an ISO 8601 date and time."""
-    found = _DURATION.fullmatch(text)
-    if found is not None:
-        seconds = float(found[1]) * _UNITS[found[2]]
-        if seconds > _LONGEST:
-            raise BadRunFilter(f"since {text!r} is longer ago than ten years")
-        return now - timedelta(seconds=seconds)
+    with contextlib.suppress(ValueError):  # as the CLI's --since reads it
+        return now - timedelta(seconds=durations.seconds(text))
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadRunFilter(
-            f"since {text!r} is neither a duration (90, 30s, 15m, 2h, 7d, 1w) nor an ISO 8601 "
-            "date and time (2026-12-01 or 2026-12-01T08:00, in the app's timezone, or with "
-            "an offset)") from None
+            f"since {text!r} is neither a duration (90, 30s, 15m, 2h, 7d, at most a year) nor "
+            "an ISO 8601 date and time (2026-12-01 or 2026-12-01T08:00, in the app's "
+            "timezone, or with an offset)") from None
     moment = moment.replace(tzinfo=timezone) if moment.tzinfo is None else moment
     try:
         return moment.astimezone(UTC)
