@@ -76,8 +76,8 @@ class Scheduler:
                                                      key=lambda item: item[1].slot):
             latest[(job, cron, args)] = fire
         overtaken = MISSED if self._cut_off else OVERTAKEN
-        runs = [self._slot(fire, None if fire in latest.values() else overtaken)
-                for fire in self._waiting.values()]
+        runs = [self._slot(fire, None if fire in latest.values() else overtaken)  # ids in
+                for fire in sorted(self._waiting.values(), key=lambda f: f.slot)]  # slot order
         try:
             new = await self._repository.enqueue_slots(runs, self._clock())
         except DATABASE_ERRORS as exc:

@@ -54,7 +54,9 @@ def users(app):
 
 def interrupted(repl, started, *expected):
     """Send Ctrl-C once `started` is on screen (the code runs: the terminal is no longer
-    the prompt's); the seconds until the last of `expected` shows."""
+    the prompt's); the seconds until the last of `expected` shows. The prompt comes back
+    before or after the error above it (the output reaches the screen through the prompt's
+    patched stdout): a test shows the session goes on by the next line it evaluates."""
     repl.expect(started)
     sent = time.monotonic()
     repl.child.sendintr()
@@ -72,7 +74,7 @@ def test_ctrl_c_interrupts_blocking_code(app, tmp_path, code):
     repl.expect("jobs loaded")
     repl.child.sendline(code)
     took = interrupted(repl, "sleeping started", "Traceback (most recent call last):",
-                       'File "<stdin>", line 1, in <module>', "KeyboardInterrupt", "pinrepl >")
+                       'File "<stdin>", line 1, in <module>', "KeyboardInterrupt")
     assert took < 1
     repl.run("6 * 7", "42")
     assert repl.quit() == 0
@@ -83,7 +85,7 @@ def test_ctrl_c_interrupts_a_blocking_job_and_tears_its_workspace_down(app, tmp_
     repl.expect("jobs loaded")
     repl.child.sendline("await runBackgroundJob('blocking')")
     took = interrupted(repl, "blocking started", "/jobs/blocking.py\", line 10, in run",
-                       "KeyboardInterrupt", "pinrepl >")
+                       "KeyboardInterrupt")
     assert took < 1
     repl.run("await database.users.where(name='half-done').count()", "0")  # rolled back
     assert repl.quit() == 0
@@ -94,8 +96,6 @@ def test_ctrl_c_stops_a_fan_out_whose_tenant_blocks(app, tmp_path):
     repl = Repl(app, tmp_path)
     repl.expect("jobs loaded")
     repl.child.sendline("await runBackgroundJob('stuck-tenants')")
-    # The prompt may be drawn again before the message above it or after: the session is
-    # shown to go on by the next line it evaluates.
     took = interrupted(repl, "stuck started", "Cancelled")
     assert took < 1
     repl.settle(2)
@@ -108,7 +108,8 @@ def test_a_second_ctrl_c_at_an_idle_prompt_clears_the_line(app, tmp_path):
     repl = Repl(app, tmp_path)
     repl.expect("jobs loaded")
     repl.child.sendline("import time; print('sleeping ' + 'started'); time.sleep(20)")
-    interrupted(repl, "sleeping started", "KeyboardInterrupt", "pinrepl >")
+    interrupted(repl, "sleeping started", "KeyboardInterrupt")
+    repl.run("'ready'", "'ready'")  # the prompt is back
     repl.settle()
     repl.child.send("undefined_name_typed")
     time.sleep(0.3)
