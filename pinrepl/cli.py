@@ -42,7 +42,7 @@ from .errors import (
 )
 from .jobs import job_name_of
 from .logs import LOG_FORMATS, TimedFormatter, formatter_for, logging_to_stderr
-from .runs.control import MAX_ID, ORIGINS, RunFilter
+from .runs.control import LEASE, MAX_ID, ORIGINS, RunFilter
 from .runs.status import STATUSES, UNSUCCESSFUL
 from .settings import Settings, find_app
 
@@ -576,7 +576,7 @@ async def transcript(paths: list[Path], update: bool, no_sandbox: bool, database
 @click.option("--grace", type=_Seconds(min=0, max=MAX_SECONDS), default=30.0,
               show_default=True, metavar="SECONDS",
               help="When stopped, how long running jobs get to finish.")
-@click.option("--lease", type=_Seconds(min=1, max=MAX_SECONDS), default=30.0,
+@click.option("--lease", type=_Seconds(min=1, max=MAX_SECONDS), default=LEASE.total_seconds(),
               show_default=True, metavar="SECONDS",
               help="A bot not heard from for this long is dead; its runs are abandoned.")
 @click.option("--once", is_flag=True,

@@ -52,6 +52,7 @@ from ..db.engine import DATABASE_ERRORS, first_line, is_outage
 from ..db.models import utcnow
 from ..errors import BadJobArguments, DatabaseRefused, DatabaseUnavailable, PinreplError
 from ..runner import check_arguments
+from ..runs.control import LEASE
 from ..runs.repository import CHANNEL, CONTROL, RunRow
 from ..runs.status import Status
 from . import counted
@@ -90,7 +91,8 @@ class Bot:
     time (UTC) its planning and records use."""
 
     def __init__(self, app: App, *, concurrency: int = 10, grace: float = 30.0,
-                 lease: float = 30.0, clock: Callable[[], datetime] = utcnow) -> None:
+                 lease: float = LEASE.total_seconds(),
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.app = app
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.id = f"{self.host}:{self.pid}:{secrets.token_hex(2)}"

@@ -71,13 +71,12 @@ class Scheduler:
         if self._outage.away:
             self._cut_off = True
             return None
-        latest: dict[tuple[str, str, str], Fire] = {}
-        for (job, cron, args, _slot), fire in sorted(self._waiting.items(),
-                                                     key=lambda item: item[1].slot):
-            latest[(job, cron, args)] = fire
+        # In slot order (run ids follow slots); the latest of each schedule is queued.
+        fires = sorted(self._waiting.items(), key=lambda item: item[1].slot)
+        latest = {key[:3]: fire for key, fire in fires}  # by job, cron and arguments
         overtaken = MISSED if self._cut_off else OVERTAKEN
-        runs = [self._slot(fire, None if fire in latest.values() else overtaken)  # ids in
-                for fire in sorted(self._waiting.values(), key=lambda f: f.slot)]  # slot order
+        runs = [self._slot(fire, None if latest[key[:3]] is fire else overtaken)
+                for key, fire in fires]
         try:
             new = await self._repository.enqueue_slots(runs, self._clock())
         except DATABASE_ERRORS as exc:

@@ -518,9 +518,7 @@ class Repository:
                        lease: timedelta = LEASE) -> None:
         """Register `bot`, dead unless it beats again within `lease` (its own)."""
         async with self.engine.begin() as conn:
-            await conn.execute(insert(BOTS).values(
-                id=bot, host=host, pid=pid, started_at=now, beat_at=now,
-                expires_at=now + lease))
+            await conn.execute(insert(BOTS).values(_bot_row(bot, host, pid, now, lease)))
 
     async def beat(self, bot: str, host: str, pid: int, now: datetime,
                    lease: timedelta = LEASE) -> bool:
@@ -532,9 +530,7 @@ class Repository:
                                                             expires_at=now + lease))
             if beaten.rowcount:
                 return True
-            await conn.execute(insert(BOTS).values(
-                id=bot, host=host, pid=pid, started_at=now, beat_at=now,
-                expires_at=now + lease))
+            await conn.execute(insert(BOTS).values(_bot_row(bot, host, pid, now, lease)))
             return False
 
     async def unregister(self, bot: str) -> None:
@@ -989,6 +985,13 @@ def _skipped_if_paused(values: dict[str, Any], paused: dict[str, str]) -> dict[s
         return values
     return {**values, "status": str(Status.SKIPPED), "finished_at": values["created_at"],
             "error": error}
+
+
+def _bot_row(bot: str, host: str, pid: int, now: datetime, lease: timedelta
+             ) -> dict[str, Any]:
+    """The row of a bot registered at `now`, alive for `lease`."""
+    return {"id": bot, "host": host, "pid": pid, "started_at": now, "beat_at": now,
+            "expires_at": now + lease}
 
 
 def _matching(which: RunFilter, table: Any) -> list[Any]:
