@@ -106,10 +106,16 @@ def test_the_bot_lives_through_a_database_outage_and_runs_again_after(tmp_path):
     assert log.count("database unavailable") == 1
     # The slots of the outage, but the latest, are missed (SPEC 7's catch-up rule), said in
     # the log, and recorded as such: the history shows them, and that nothing ran them.
-    missed = [row for row in rows if row["status"] == "skipped"]
-    assert missed and all(row["error"].startswith("missed:") for row in missed), missed
+    skipped = [row for row in rows if row["status"] == "skipped"]
+    missed = [row for row in skipped if row["error"].startswith("missed:")]
+    assert missed, [row["error"] for row in skipped]
+    # On a loaded machine a slot may also wait past misfire_grace, or find its previous
+    # run still going: recorded so.
+    assert all(row in missed or "misfire_grace" in row["error"]
+               or row["error"] == "skipped: the run of an earlier slot is still running"
+               for row in skipped), [row["error"] for row in skipped]
     assert re.search(r"missed \d+ slots? of tick", log), log
-    ran = [row for row in rows if row not in missed]
+    ran = [row for row in rows if row not in skipped]
     statuses = Counter(row["status"] for row in ran)
     assert set(statuses) == {"succeeded"}, statuses
     after = [row for row in ran if at(row["scheduled_for"]).timestamp() > back]
